@@ -1,0 +1,45 @@
+"""``python -m lora_repro [+experiment=NAME] [key=value ...]``: one job, or a sweep with ``-m``.
+
+Bad input (unknown task or method, rank <= 0, missing data, a target that matches nothing) stops with a one-line
+error before anything is written; HYDRA_FULL_ERROR=1 shows the traceback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lora_repro.run import run
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotImplementedError)
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    logging.getLogger("lora_repro").setLevel(logging.INFO)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except Exception as error:
+        if multirun and not isinstance(error, USER_ERRORS):  # keep the sweep going; results.json says "failed"
+            logging.getLogger("lora_repro").exception("job failed")
+            return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        if not isinstance(error, USER_ERRORS):
+            raise
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"lora_repro: error: {message}", file=sys.stderr)
+        if multirun:  # one bad job must not stop the sweep; the report lists what is missing
+            return {"status": "failed", "error": str(message)}
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What every method shares: freezing, the task head, parameter counts, saving and loading the trained part."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+WEIGHTS_FILE = "method.safetensors"
+CONFIG_FILE = "method_config.json"
+
+
+def freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def is_head(model: nn.Module, param_name: str) -> bool:
+    """The task head is whatever sits outside the pretrained body (e.g. ``classifier.*``). For causal LMs the
+    output layer is tied to the input embeddings and belongs to the body."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not hasattr(model, prefix) or prefix == param_name.split(".")[0]:
+        return False
+    if param_name.startswith("lm_head.") and getattr(model.config, "tie_word_embeddings", False):
+        return False
+    return not param_name.startswith("lm_head.")
+
+
+def unfreeze_head(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if is_head(model, name):
+            p.requires_grad_(True)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Counts the paper's way: 'trainable_without_head' is the number Tables 2-4 print for the methods."""
+    total = trainable = head = 0
+    for name, p in model.named_parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+            head += p.numel() if is_head(model, name) else 0
+    return {"total": total, "trainable": trainable, "trainable_head": head, "trainable_without_head": trainable - head}
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_method_weights(model: nn.Module, directory: str | os.PathLike, method_cfg: dict, base_model: str) -> Path:
+    """Save only what the method trained (plus the head) and the settings needed to rebuild it.
+
+    r, alpha, targets and init live in method_cfg: the scaling alpha/r is part of the checkpoint's contract
+    (evaluating a LoRA checkpoint with the wrong alpha silently wrecks it, microsoft/LoRA#151).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = trainable_state_dict(model)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
+    meta = {"method": method_cfg, "base_model": base_model, "dtype": dtypes,
+            "parameters": parameter_counts(model), "keys": sorted(state)}
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def read_method_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved method checkpoint")
+    return json.loads(path.read_text())
+
+
+def load_method_weights(model: nn.Module, directory: str | os.PathLike, apply: bool = True,
+                        include_head: bool = True) -> nn.Module:
+    """Rebuild the method on a fresh base model from a checkpoint and load its weights.
+
+    ``include_head=False`` loads only the method's own parameters: the paper's warm start of MRPC/RTE/STS-B from
+    the MNLI-trained LoRA modules, whose classifier has a different number of labels.
+    """
+    from lora_repro.methods import apply_method
+
+    meta = read_method_config(directory)
+    if apply:
+        apply_method(model, meta["method"])
+    state = load_file(str(Path(directory) / WEIGHTS_FILE))
+    if not include_head:
+        state = {k: v for k, v in state.items() if not is_head(model, k)}
+    own = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise KeyError(f"checkpoint {directory} has parameters the model lacks (different base model or method "
+                       f"settings?): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if own[name].shape != tensor.shape:
+                raise ValueError(f"shape mismatch for {name}: checkpoint {tuple(tensor.shape)}, "
+                                 f"model {tuple(own[name].shape)}")
+            own[name].copy_(tensor)
+    return model

@@ -1,0 +1,107 @@
+"""LoRA as a method: wrap the target weights of every block in ``LoRALinear`` and train only A and B.
+
+Targets are the paper's logical names (``q``, ``k``, ``v``, ``o``, ``fc1``, ``fc2``), mapped per architecture by
+``lora_repro.models.families``, or regular expressions matched against the end of module names.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator
+
+from torch import nn
+
+from lora_repro.methods import register_method
+from lora_repro.methods.common import freeze
+from lora_repro.methods.lora_layer import LoRALinear, in_out_features
+from lora_repro.models.families import Family
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    names = []
+    for name, module in model.named_modules():
+        try:
+            in_out_features(module)
+        except TypeError:
+            continue
+        names.append(name)
+    return names
+
+
+def resolve_targets(model: nn.Module, targets: list[str], family: Family | None) -> list[str]:
+    """Module names to wrap. A target that matches nothing is an error listing the model's linear modules."""
+    linear = linear_module_names(model)
+    chosen: list[str] = []
+    for target in targets:
+        if family is not None and target in ("q", "k", "v") and family.fused_qkv and target not in family.modules:
+            raise NotImplementedError(
+                f"{family.name} fuses q, k, v into one projection ({family.fused_qkv}); per-slice LoRA on it is "
+                f"not available in this version: target 'qkv' adapts the whole fused projection")
+        pattern = family.modules.get(target, target) if family is not None else target
+        regex = re.compile(rf"(^|\.)(?:{pattern})$")
+        hits = [n for n in linear if regex.search(n)]
+        if not hits:
+            logical = f"; logical names for {family.name}: {', '.join(family.modules)}" if family else ""
+            raise ValueError(f"LoRA target {target!r} matches no linear module{logical}. "
+                             f"Linear modules of this model: {', '.join(linear[:40])}{' ...' if len(linear) > 40 else ''}")
+        chosen += [n for n in hits if n not in chosen]
+    return chosen
+
+
+def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float = 0.0,
+                init: str = "kaiming", init_std: float = 0.02, family: Family | None = None) -> list[str]:
+    names = resolve_targets(model, list(targets), family)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, init, init_std))
+    return names
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            yield name, module
+
+
+def merge_lora(model: nn.Module) -> None:
+    for _, layer in lora_layers(model):
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    for _, layer in lora_layers(model):
+        layer.unmerge()
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module):
+    """Run the pretrained model: unmerge and switch the LoRA branches off, restore on exit."""
+    state = [(layer, layer.merged, layer.enabled) for _, layer in lora_layers(model)]
+    for layer, _, _ in state:
+        layer.unmerge()
+        layer.enabled = False
+    try:
+        yield model
+    finally:
+        for layer, merged, enabled in state:
+            layer.enabled = enabled
+            if merged:
+                layer.merge()
+
+
+@register_method("lora")
+def apply_lora(model: nn.Module, cfg: dict, family: Family) -> None:
+    freeze(model)
+    inject_lora(model, cfg.get("targets", ["q", "v"]), r=cfg.get("r", 8), alpha=cfg.get("alpha", cfg.get("r", 8)),
+                dropout=cfg.get("dropout", 0.0), init=cfg.get("init", "kaiming"),
+                init_std=cfg.get("init_std", 0.02), family=family)
+    # loralib's bias='all' | 'lora_only' variants: the paper trains no biases ('none').
+    bias = cfg.get("bias", "none")
+    if bias not in ("none", "all", "lora_only"):
+        raise ValueError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
+    for name, module in model.named_modules():
+        if bias == "all" or (bias == "lora_only" and isinstance(module, LoRALinear)):
+            for pname, p in module.named_parameters(recurse=bias == "lora_only"):
+                if pname.endswith("bias"):
+                    p.requires_grad_(True)

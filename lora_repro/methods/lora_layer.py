@@ -1,0 +1,91 @@
+"""The LoRA layer: h = W0 x + (alpha / r) * B A x  (Hu et al. 2021, Eq. 3).
+
+It wraps a frozen ``nn.Linear`` (weight: out x in) or GPT-2's ``Conv1D`` (weight: in x out, "fan-in/fan-out").
+A (r x in) starts Kaiming-uniform as in loralib (or Gaussian, as the paper's DeBERTa runs had it) and B (out x r)
+starts at zero, so the wrapped layer is the pretrained one at init. Dropout acts on the LoRA branch only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+INITS = ("kaiming", "gaussian")
+
+
+def is_fan_in_fan_out(base: nn.Module) -> bool:
+    """GPT-2's Conv1D stores its weight as (in, out) and computes x @ W + b."""
+    return type(base).__name__ == "Conv1D"
+
+
+def in_out_features(base: nn.Module) -> tuple[int, int]:
+    if isinstance(base, nn.Linear):
+        return base.in_features, base.out_features
+    if is_fan_in_fan_out(base):
+        return base.weight.shape[0], base.weight.shape[1]
+    raise TypeError(f"LoRA wraps nn.Linear or GPT-2 Conv1D, got {type(base).__name__}")
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
+                 init: str = "kaiming", init_std: float = 0.02):
+        super().__init__()
+        if not isinstance(r, int) or r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
+        if init not in INITS:
+            raise ValueError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.in_features, self.out_features = in_out_features(base)
+        self.r, self.alpha = r, alpha
+        self.scaling = alpha / r
+        self.fan_in_fan_out = is_fan_in_fan_out(base)
+        weight = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=weight.dtype, device=weight.device))
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self.enabled = True
+        self.reset_lora_parameters(init, init_std)
+
+    def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
+        if init == "kaiming":  # loralib's default (and peft's): same init as nn.Linear's weight
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        else:  # the paper's "random Gaussian"; DeBERTa's _init_weights used N(0, initializer_range=0.02)
+            nn.init.normal_(self.lora_A, std=init_std)
+        nn.init.zeros_(self.lora_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = (alpha/r) B A, laid out like the base weight (transposed for Conv1D)."""
+        delta = (self.lora_B @ self.lora_A) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W <- W0 + ΔW. Idempotent; computed in fp32 so half-precision weights lose no extra bits."""
+        if self.merged:
+            return
+        w = self.base.weight
+        w.copy_((w.float() + self.delta_weight().float()).to(w.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        w = self.base.weight
+        w.copy_((w.float() - self.delta_weight().float()).to(w.dtype))
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        if self.merged or not self.enabled:
+            return result
+        lora = F.linear(F.linear(self.lora_dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B)
+        return result + (lora * self.scaling).to(result.dtype)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"

@@ -1,0 +1,15 @@
+"""Hydra callback that prints an experiment's table when its sweep ends. Jobs catch their own errors, so one failed
+job does not stop this from running (Hydra skips on_multirun_end when a job raises); the report lists failures."""
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from lora_repro.report.table import write_report
+
+
+class PrintReport(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        root = Path(config.output_root) / config.experiment
+        if root.is_dir():
+            print(write_report([str(root)], root / "report", title=f"{config.experiment} ({root})"))

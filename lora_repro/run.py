@@ -1,0 +1,270 @@
+"""One job: model -> method -> train -> evaluate every epoch -> results.json.
+
+The run directory is derived from the resolved config (everything but the seed and where outputs go), so the same
+job always lands in the same place: a sweep re-run skips finished jobs, and seeds of one setting sit side by side
+for the report's median.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lora_repro import results as rs
+from lora_repro.methods import apply_method, get_method
+from lora_repro.methods.common import load_method_weights, parameter_counts, save_method_weights
+from lora_repro.models import load_model, load_tokenizer, resolve_source, load_config
+from lora_repro.tasks import get_task
+
+log = logging.getLogger("lora_repro")
+# keys that do not change what a run computes; they stay out of its identity
+VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "experiment", "table")
+
+
+def to_dict(cfg: DictConfig | dict) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def config_id(cfg: dict) -> str:
+    identity = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS and k != "hydra"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_dir_for(cfg: dict) -> Path:
+    setting = f"{cfg['model']['name']}__{cfg['task']['name']}__{cfg['method']['name']}__{config_id(cfg)}"
+    return Path(cfg["output_root"]) / cfg["experiment"] / setting / f"seed{cfg['seed']}"
+
+
+TRAINER_FROM_RECIPE = ("batch_size", "epochs", "lr", "max_seq_len", "warmup_ratio", "weight_decay")
+METHOD_FROM_RECIPE = {"r": "lora_r", "alpha": "lora_alpha", "targets": "lora_targets", "bottleneck": "bottleneck"}
+
+
+def apply_recipe(cfg: dict) -> dict:
+    """Fill the trainer and method settings left null from the paper's Appendix D (or the released scripts).
+
+    ``trainer.recipe`` names the source; settings given explicitly (yaml or command line) always win.
+    """
+    recipe = cfg["trainer"].get("recipe")
+    if not recipe:
+        return cfg
+    from lora_repro.report.paper import paper_hparams
+
+    model = recipe.get("model") or cfg["model"].get("stand_in_for") or cfg["model"]["name"]
+    method = recipe.get("method") or cfg["method"]["name"]
+    hp = paper_hparams(model, method, cfg["task"]["name"], source=recipe.get("source", "paper"))
+    for key in TRAINER_FROM_RECIPE:
+        if cfg["trainer"].get(key) is None and hp.get(key) is not None:
+            cfg["trainer"][key] = hp[key]
+    if cfg["trainer"].get("warmup_ratio") is None and hp.get("warmup_steps"):
+        cfg["trainer"]["warmup_steps"] = hp["warmup_steps"]
+    for key, source_key in METHOD_FROM_RECIPE.items():
+        if key in cfg["method"] and cfg["method"][key] is None and hp.get(source_key) is not None:
+            cfg["method"][key] = hp[source_key]
+    if hp.get("cls_dropout") is not None:
+        cfg["model"].setdefault("config_overrides", {})
+        cfg["model"]["config_overrides"] = {"cls_dropout": hp["cls_dropout"], **(cfg["model"]["config_overrides"] or {})}
+    missing = [k for k in ("batch_size", "epochs", "lr", "max_seq_len") if cfg["trainer"].get(k) is None]
+    if missing:
+        raise ValueError(f"trainer settings {missing} are null and the recipe ({model}, {method}, {cfg['task']['name']}) "
+                         "has no value for them: set them, e.g. trainer.lr=2e-4")
+    return cfg
+
+
+def resolve_warm_start(cfg: dict) -> dict:
+    """``warm_start=mnli``: MRPC, RTE and STS-B start from the MNLI-trained method weights of the same setting and
+    seed (the paper's non-dagger rows, Appendix D). The MNLI job must have finished first."""
+    if cfg.get("warm_start") != "mnli" or cfg["task"]["name"] not in ("mrpc", "rte", "stsb") or cfg.get("init_from"):
+        return cfg
+    mnli = {**cfg, "task": {**cfg["task"], "name": "mnli"}, "warm_start": None}
+    mnli_dir = run_dir_for(mnli)
+    if not rs.is_complete(mnli_dir):
+        raise FileNotFoundError(f"warm_start=mnli: the MNLI run {mnli_dir} is not complete; run task=mnli with the "
+                                "same settings first (or set warm_start=null for the dagger setup)")
+    cfg["init_from"] = str(mnli_dir)
+    return cfg
+
+
+def prepare(cfg: dict):
+    """Everything that can fail on bad input, before anything is written: task, method, data, model."""
+    spec = get_task(cfg["task"]["name"])
+    get_method(cfg["method"]["name"])
+    if cfg["method"]["name"] == "lora" and (not isinstance(cfg["method"].get("r"), int) or cfg["method"]["r"] <= 0):
+        raise ValueError(f"method.r must be a positive integer, got {cfg['method'].get('r')!r}")
+    smoke = cfg.get("smoke", False)
+    splits, data_source = load_splits(spec, cfg, smoke)
+    source = resolve_source(cfg["model"])
+    if smoke:
+        from lora_repro import smoke as sm
+
+        texts = [t for ds in splits.values() for f in spec.text_fields for t in ds[f]]
+        tokenizer = sm.train_tokenizer(texts, decoder=spec.kind == "generation")
+        config = sm.shrink_config(load_config(cfg["model"], source), len(tokenizer), sm.special_token_ids(tokenizer))
+        model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, config=config, source=source, random_init=True)
+    else:
+        tokenizer = load_tokenizer(source)
+        model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, source=source)
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    apply_method(model, cfg["method"])
+    if cfg.get("init_from"):
+        load_method_weights(model, _method_dir(cfg["init_from"]), apply=False, include_head=False)
+    return spec, splits, data_source, tokenizer, model, source
+
+
+def _method_dir(path: str) -> Path:
+    """``init_from`` may name a run directory (its method/ subfolder) or a method checkpoint folder itself."""
+    path = Path(path)
+    return path / "method" if (path / "method").is_dir() else path
+
+
+def load_splits(spec, cfg: dict, smoke: bool):
+    import datasets
+
+    task_cfg = cfg["task"]
+    names = (spec.train_split, *spec.eval_splits)
+    n_train, n_eval = task_cfg.get("max_train_examples"), task_cfg.get("max_eval_examples")
+    if smoke:
+        from lora_repro import smoke as sm
+
+        n_train, n_eval = sm.SMOKE_TRAIN, sm.SMOKE_EVAL
+        try:
+            splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto")) for s in names}
+            data_source = "real"
+        except FileNotFoundError:
+            splits = {s: datasets.Dataset.from_dict(sm.synthetic_rows(spec, 64, i)) for i, s in enumerate(names)}
+            data_source = "synthetic"
+    else:
+        splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto")) for s in names}
+        data_source = cfg.get("data_dir") or "hub"
+    # subsets are fixed by the data seed, not the run seed, so every seed and method sees the same examples
+    for split, limit in [(spec.train_split, n_train)] + [(s, n_eval) for s in spec.eval_splits]:
+        if limit and len(splits[split]) > limit:
+            splits[split] = splits[split].shuffle(seed=task_cfg.get("subset_seed", 0)).select(range(limit))
+    return splits, data_source
+
+
+def tokenize(spec, splits: dict, tokenizer, max_len: int) -> dict:
+    """Tokenise once (padding happens per batch in the collator)."""
+    def encode(batch):
+        return tokenizer(*[batch[f] for f in spec.text_fields], truncation=True, max_length=max_len)
+
+    # An explicit fingerprint: letting datasets hash the closure (tokenizer included) with dill costs minutes.
+    tag = hashlib.sha256(f"{tokenizer.name_or_path}|{len(tokenizer)}|{max_len}".encode()).hexdigest()[:16]
+    return {name: ds.map(encode, batched=True, remove_columns=list(spec.text_fields),
+                         new_fingerprint=f"{ds._fingerprint}-{tag}").rename_column("label", "labels")
+            for name, ds in splits.items()}
+
+
+def epoch_curve(log_history: list[dict], spec) -> list[dict]:
+    """Per-evaluation metrics from the Trainer's log history (it survives checkpoint/resume)."""
+    curve = []
+    for entry in log_history:
+        metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and
+                   not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
+        if metrics:
+            curve.append({"epoch": entry.get("epoch"), "step": entry.get("step"), "metrics": metrics})
+    return curve
+
+
+def primary_key(spec) -> str:
+    return f"{spec.eval_splits[0]}_{spec.primary_metric}" if len(spec.eval_splits) > 1 else spec.primary_metric
+
+
+def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path) -> dict:
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    t = cfg["trainer"]
+    encoded = tokenize(spec, splits, tokenizer, t["max_seq_len"])
+    evals = {s: encoded[s] for s in spec.eval_splits}
+    max_steps = t.get("max_steps", -1) or -1
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), seed=cfg["seed"], data_seed=cfg["seed"],
+        learning_rate=t["lr"], per_device_train_batch_size=t["batch_size"],
+        per_device_eval_batch_size=t.get("eval_batch_size", 64), num_train_epochs=t["epochs"], max_steps=max_steps,
+        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay", 0.0),
+        lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
+        label_smoothing_factor=t.get("label_smoothing", 0.0),
+        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
+        save_strategy=("steps" if max_steps > 0 else "epoch") if t.get("save_checkpoints", True) else "no",
+        save_steps=max_steps if max_steps > 0 else None, save_total_limit=1,
+        logging_strategy="epoch" if max_steps <= 0 else "steps", logging_steps=max(1, max_steps),
+        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
+        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random", torch_compile=t.get("torch_compile", False),
+        dataloader_num_workers=t.get("num_workers", 0), report_to=[], disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
+                      eval_dataset=evals if len(evals) > 1 else evals[spec.eval_splits[0]],
+                      data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_metrics=lambda p: spec.score(p.predictions, p.label_ids))
+    last = _last_checkpoint(run_dir / "checkpoints")
+    if last:
+        log.info("resuming from %s", last)
+    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    curve = epoch_curve(trainer.state.log_history, spec)
+    if not curve:  # a run shorter than one epoch still gets its evaluation
+        metrics = trainer.evaluate()
+        curve = epoch_curve([{**metrics, "epoch": trainer.state.epoch, "step": trainer.state.global_step}], spec)
+    key = primary_key(spec)
+    best = max(curve, key=lambda e: e["metrics"].get(key, float("-inf")))
+    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"curve": curve, "best": best, "last": curve[-1], "primary_metric": key,
+            "train_loss": train_losses, "global_steps": trainer.state.global_step,
+            "train_runtime_s": output.metrics.get("train_runtime"),
+            "n_examples": {k: len(v) for k, v in encoded.items()}}
+
+
+def _last_checkpoint(directory: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(get_last_checkpoint(str(directory))) if directory.is_dir() and get_last_checkpoint(str(directory)) else None
+
+
+def run(cfg: DictConfig | dict) -> dict:
+    cfg = to_dict(cfg)
+    cfg.pop("hydra", None)
+    cfg = resolve_warm_start(apply_recipe(cfg))
+    run_dir = run_dir_for(cfg)
+    if rs.is_complete(run_dir) and not cfg.get("force"):
+        log.info("already complete, skipping: %s", run_dir)
+        return rs.read_results(run_dir)
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    start = time.time()
+    spec, splits, data_source, tokenizer, model, source = prepare(cfg)
+    counts = parameter_counts(model)
+    log.info("%s on %s with %s: %s trainable parameters (%s in the head) of %s", cfg["model"]["name"], spec.name,
+             cfg["method"]["name"], f"{counts['trainable']:,}", f"{counts['trainable_head']:,}", f"{counts['total']:,}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"schema": rs.SCHEMA_VERSION, "status": "running", "run_dir": str(run_dir), "config_id": config_id(cfg),
+              "experiment": cfg["experiment"], "table": cfg.get("table"), "seed": cfg["seed"],
+              "smoke": cfg.get("smoke", False), "config": cfg, "git": rs.git_commit(),
+              "model": {"name": cfg["model"]["name"], "source": source.kind, "location": source.location,
+                        "init": "random (smoke)" if cfg.get("smoke") else cfg["model"].get("init", "pretrained"),
+                        "stand_in_for": cfg["model"].get("stand_in_for")},
+              "task": spec.name, "method": cfg["method"]["name"], "parameters": counts,
+              "data": {"source": data_source}, "hardware": rs.hardware(), "versions": rs.versions()}
+    rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+    try:
+        outcome = train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir)
+        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"])
+    except BaseException as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}", wall_time_s=time.time() - start)
+        rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+        raise
+    record["data"]["n_examples"] = outcome.pop("n_examples")
+    record.update(outcome, status="complete", wall_time_s=time.time() - start, memory=rs.peak_memory_mb())
+    rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+    if not cfg["trainer"].get("keep_checkpoints", False):
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    log.info("%s: best %s = %.2f at epoch %s (last %.2f) -> %s", spec.name, record["primary_metric"],
+             record["best"]["metrics"][record["primary_metric"]], record["best"]["epoch"],
+             record["last"]["metrics"][record["primary_metric"]], run_dir / rs.RESULTS_FILE)
+    return record

@@ -1,0 +1,55 @@
+"""Task registry: a task knows how to load its splits (hub or local files), what its inputs are and how it is
+scored. One module per task family (glue, ...); each task also has a yaml in conf/task/."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+_TASKS: dict[str, "TaskSpec"] = {}
+_MODULES = ("glue",)
+DATA_ENV = "LORA_REPRO_DATA"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # "classification" | "regression" | "generation"
+    text_fields: tuple[str, ...]
+    metrics: tuple[str, ...]  # the paper's metric first: it selects the best epoch
+    train_split: str
+    eval_splits: tuple[str, ...]
+    load: Callable[..., object]  # (split, data_dir, source) -> datasets.Dataset
+    score: Callable[..., dict]  # (predictions, labels) -> {metric: value}
+    num_labels: int | None = None
+    family: str = ""
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    if spec.name in _TASKS:
+        raise ValueError(f"task {spec.name!r} registered twice")
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def _load_all() -> None:
+    for module in _MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def task_names() -> list[str]:
+    _load_all()
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    _load_all()
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; choices: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]

@@ -1,0 +1,145 @@
+"""GLUE (Wang et al. 2019) with the paper's metrics, from the hub (``nyu-mll/glue``) or from a local folder in the
+original GLUE TSV layout (``<data_dir>/glue_data/<TASK>/{train,dev}.tsv``, as download_glue_data.py writes it)."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from lora_repro.hub import hub_reachable, in_local_cache
+from lora_repro.tasks import DATA_ENV, TaskSpec, register_task
+
+SOURCES = ("auto", "local", "hub")
+
+
+@dataclass(frozen=True)
+class GlueFormat:
+    directory: str
+    fields: dict[str, str | int]  # our column -> TSV header name (or column index when there is no header)
+    labels: dict[str, int] | None = None  # label strings -> ids (None: numeric labels)
+    header: bool = True
+    files: dict[str, str] | None = None  # split -> file stem
+    numeric: type = int  # type of numeric labels (STS-B's similarity scores are floats)
+
+
+_GLUE: dict[str, tuple[GlueFormat, tuple[str, ...], str, tuple[str, ...]]] = {
+    # name: (format, text fields, kind, metrics with the paper's first)
+    "cola": (GlueFormat("CoLA", {"sentence": 3, "label": 1}, header=False), ("sentence",), "classification", ("mcc", "accuracy")),
+    "sst2": (GlueFormat("SST-2", {"sentence": "sentence", "label": "label"}), ("sentence",), "classification", ("accuracy",)),
+    "mrpc": (GlueFormat("MRPC", {"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}),
+             ("sentence1", "sentence2"), "classification", ("accuracy", "f1")),
+    "qqp": (GlueFormat("QQP", {"question1": "question1", "question2": "question2", "label": "is_duplicate"}),
+            ("question1", "question2"), "classification", ("accuracy", "f1")),
+    "stsb": (GlueFormat("STS-B", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "score"}, numeric=float),
+             ("sentence1", "sentence2"), "regression", ("pearson", "spearman")),
+    "qnli": (GlueFormat("QNLI", {"question": "question", "sentence": "sentence", "label": "label"},
+                        {"entailment": 0, "not_entailment": 1}), ("question", "sentence"), "classification", ("accuracy",)),
+    "rte": (GlueFormat("RTE", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"},
+                       {"entailment": 0, "not_entailment": 1}), ("sentence1", "sentence2"), "classification", ("accuracy",)),
+    "mnli": (GlueFormat("MNLI", {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"},
+                        {"entailment": 0, "neutral": 1, "contradiction": 2},
+                        files={"validation_matched": "dev_matched", "validation_mismatched": "dev_mismatched"}),
+             ("premise", "hypothesis"), "classification", ("accuracy",)),
+}
+_EVAL_SPLITS = {"mnli": ("validation_matched", "validation_mismatched")}
+
+
+def pearson(predictions, labels) -> float:
+    return float(stats.pearsonr(predictions, labels)[0])
+
+
+def spearman(predictions, labels) -> float:
+    return float(stats.spearmanr(predictions, labels)[0])
+
+
+METRICS = {
+    "accuracy": lambda p, y: float(accuracy_score(y, p)),
+    "f1": lambda p, y: float(f1_score(y, p)),
+    "mcc": lambda p, y: float(matthews_corrcoef(y, p)),
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+
+def scorer(metric_names: tuple[str, ...], kind: str):
+    def score(logits_or_predictions, labels) -> dict[str, float]:
+        predictions = np.asarray(logits_or_predictions)
+        if kind == "regression":
+            predictions = predictions.reshape(-1)
+        elif predictions.ndim == 2:
+            predictions = predictions.argmax(-1)
+        # x100, as the paper prints them
+        return {m: 100.0 * METRICS[m](predictions, np.asarray(labels)) for m in metric_names}
+    return score
+
+
+def read_tsv(path: Path, fmt: GlueFormat) -> dict[str, list]:
+    """Read one GLUE TSV into columns. GLUE's TSVs are unquoted (quotes are text), some carry a BOM, and QQP's train
+    file has a few rows with a wrong column count, which are skipped as every GLUE loader does."""
+    columns: dict[str, list] = {k: [] for k in fmt.fields}
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        index = {k: v for k, v in fmt.fields.items()}
+        if fmt.header:
+            header = next(rows)
+            missing = [v for v in fmt.fields.values() if v not in header]
+            if missing:
+                raise ValueError(f"{path}: header lacks column(s) {missing}; found {header}")
+            index = {k: header.index(v) for k, v in fmt.fields.items()}
+            width = len(header)
+        else:
+            width = None
+        for row in rows:
+            if (width is not None and len(row) != width) or len(row) <= max(index.values()):
+                continue
+            label = row[index["label"]]
+            if fmt.labels is not None:
+                if label not in fmt.labels:
+                    continue  # e.g. MNLI rows without a gold label
+                label = fmt.labels[label]
+            else:
+                label = fmt.numeric(label)
+            for key, i in index.items():
+                columns[key].append(label if key == "label" else row[i])
+    return columns
+
+
+def make_loader(name: str, fmt: GlueFormat):
+    def load(split: str, data_dir: str | None = None, source: str = "auto"):
+        import datasets
+
+        if source not in SOURCES:
+            raise ValueError(f"unknown data source {source!r}; choices: {', '.join(SOURCES)}")
+        data_dir = data_dir or os.environ.get(DATA_ENV)
+        local = Path(data_dir) / "glue_data" / fmt.directory if data_dir else None
+        stem = (fmt.files or {}).get(split, {"train": "train", "validation": "dev"}.get(split, split))
+        if source in ("auto", "local") and local is not None and (local / f"{stem}.tsv").is_file():
+            return datasets.Dataset.from_dict(read_tsv(local / f"{stem}.tsv", fmt))
+        if source == "local" or (local is not None and local.is_dir()):
+            where = local / f"{stem}.tsv" if local else f"<data_dir>/glue_data/{fmt.directory}/{stem}.tsv"
+            raise FileNotFoundError(f"GLUE {name} split {split!r}: {where} not found. Put the GLUE TSVs there, "
+                                    f"or set data_dir=DIR / ${DATA_ENV}=DIR to a folder with glue_data/{fmt.directory}/")
+        try:
+            if not (hub_reachable() or in_local_cache("nyu-mll/glue", "README.md", "dataset")):
+                raise ConnectionError("hub unreachable")
+            return datasets.load_dataset("nyu-mll/glue", name, split=split)
+        except Exception as error:  # offline, or hub down: say which setting fixes it
+            raise FileNotFoundError(
+                f"GLUE {name} split {split!r}: no local copy (data_dir / ${DATA_ENV} "
+                f"{'unset' if not data_dir else 'has no ' + str(local)}) and the hub dataset nyu-mll/glue could not "
+                f"be loaded ({type(error).__name__}). Set data_dir=DIR or ${DATA_ENV}=DIR to a folder holding "
+                f"glue_data/{fmt.directory}/{stem}.tsv") from None
+    return load
+
+
+for _name, (_fmt, _fields, _kind, _metrics) in _GLUE.items():
+    register_task(TaskSpec(
+        name=_name, kind=_kind, text_fields=_fields, metrics=_metrics, train_split="train",
+        eval_splits=_EVAL_SPLITS.get(_name, ("validation",)), load=make_loader(_name, _fmt),
+        score=scorer(_metrics, _kind), num_labels=1 if _kind == "regression" else len(_fmt.labels or {0: 0, 1: 1}),
+        family="glue"))
