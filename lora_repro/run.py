@@ -6,9 +6,11 @@ for the report's median.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,14 +20,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lora_repro import results as rs
+from lora_repro import checkpointing as ckpt
 from lora_repro.methods import apply_method, get_method
 from lora_repro.methods.common import load_method_weights, parameter_counts, save_method_weights
+from lora_repro.methods.prefix import check_input_room
 from lora_repro.models import load_model, load_tokenizer, resolve_source, load_config
 from lora_repro.tasks import get_task
+from lora_repro.tracking import Tracker, start_tracking
 
 log = logging.getLogger("lora_repro")
 # keys that do not change what a run computes; they stay out of its identity
 VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "experiment", "table")
+# trainer keys that only say how often to checkpoint: same results, same run directory (and config ids of runs made
+# before these keys existed stay valid)
+RUNTIME_TRAINER_KEYS = ("save_steps",)
 
 
 def to_dict(cfg: DictConfig | dict) -> dict:
@@ -34,6 +42,8 @@ def to_dict(cfg: DictConfig | dict) -> dict:
 
 def config_id(cfg: dict) -> str:
     identity = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS and k != "hydra"}
+    if isinstance(identity.get("trainer"), dict):
+        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -77,12 +87,13 @@ def apply_recipe(cfg: dict) -> dict:
     return cfg
 
 
-def resolve_warm_start(cfg: dict) -> dict:
+def resolve_warm_start(cfg: dict, composed: dict) -> dict:
     """``warm_start=mnli``: MRPC, RTE and STS-B start from the MNLI-trained method weights of the same setting and
-    seed (the paper's non-dagger rows, Appendix D). The MNLI job must have finished first."""
+    seed (the paper's non-dagger rows, Appendix D). The MNLI job must have finished first. ``composed`` is the config
+    before the recipe filled it, from which the MNLI job's own config (and so its run directory) is rebuilt."""
     if cfg.get("warm_start") != "mnli" or cfg["task"]["name"] not in ("mrpc", "rte", "stsb") or cfg.get("init_from"):
         return cfg
-    mnli = {**cfg, "task": {**cfg["task"], "name": "mnli"}, "warm_start": None}
+    mnli = apply_recipe(copy.deepcopy({**composed, "task": {**composed["task"], "name": "mnli"}}))
     mnli_dir = run_dir_for(mnli)
     if not rs.is_complete(mnli_dir):
         raise FileNotFoundError(f"warm_start=mnli: the MNLI run {mnli_dir} is not complete; run task=mnli with the "
@@ -95,27 +106,97 @@ def prepare(cfg: dict):
     """Everything that can fail on bad input, before anything is written: task, method, data, model."""
     spec = get_task(cfg["task"]["name"])
     get_method(cfg["method"]["name"])
+    if cfg.get("data_dir") and not Path(cfg["data_dir"]).is_dir():
+        raise FileNotFoundError(f"data folder {cfg['data_dir']} does not exist (set by data_dir or $LORA_REPRO_DATA)")
     if cfg["method"]["name"] == "lora" and (not isinstance(cfg["method"].get("r"), int) or cfg["method"]["r"] <= 0):
         raise ValueError(f"method.r must be a positive integer, got {cfg['method'].get('r')!r}")
     smoke = cfg.get("smoke", False)
-    splits, data_source = load_splits(spec, cfg, smoke)
     source = resolve_source(cfg["model"])
     if smoke:
         from lora_repro import smoke as sm
 
+        splits, data_source = load_splits(spec, cfg, smoke)
         texts = [t for ds in splits.values() for f in spec.text_fields for t in ds[f]]
         tokenizer = sm.train_tokenizer(texts, decoder=spec.kind == "generation")
         config = sm.shrink_config(load_config(cfg["model"], source), len(tokenizer), sm.special_token_ids(tokenizer))
         model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, config=config, source=source, random_init=True)
-    else:
-        tokenizer = load_tokenizer(source)
+    else:  # the model first: a missing model is reported before minutes of data loading
         model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, source=source)
+        tokenizer = load_tokenizer(source)
+        splits, data_source = load_splits(spec, cfg, smoke)
+    if spec.kind == "generation":  # decoding settings checked; separator/EOS/pad agree for tokenizer and model
+        from lora_repro.generation import DecodingSettings, configure_special_tokens
+
+        DecodingSettings.from_cfg(cfg["task"].get("generation"))
+        configure_special_tokens(tokenizer, model)
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     apply_method(model, cfg["method"])
+    check_input_room(model, cfg["trainer"].get("max_seq_len"))  # prefix/infix tokens need room beside the input
     if cfg.get("init_from"):
         load_method_weights(model, _method_dir(cfg["init_from"]), apply=False, include_head=False)
+    apply_fast_path(model, cfg)
     return spec, splits, data_source, tokenizer, model, source
+
+
+FROZEN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
+    """The fast training path, applied once the method has chosen what trains (benchmarks/train_throughput.py).
+
+    ``trainer.frozen_dtype`` (auto | bf16 | fp16 | null): the frozen weights and biases of the matmul layers
+    (nn.Linear, GPT-2's Conv1D, also inside LoRA wrappers) are stored in the autocast dtype, so no fp32 copy is kept
+    and autocast no longer re-casts them every step. ``auto`` (with ``trainer.fast_path``, default true) does it when
+    ``trainer.precision`` is bf16/fp16: exactly the rounding autocast applied to them anyway, so the numerics do not
+    change. Parameters shared with other layers (GPT-2's tied lm_head/embedding), norms, embeddings and everything
+    that trains stay as they are. Full fine-tuning trains those weights: bf16 storage would change its numerics, so
+    it gets nothing from ``auto`` and an explicit dtype is refused. ``trainer.attn_implementation`` (null: the
+    transformers default, sdpa where supported) and ``trainer.torch_compile`` are the other switches.
+    """
+    from lora_repro.methods.lora_layer import in_out_features
+
+    t, method = cfg["trainer"], cfg["method"]["name"]
+    attn = t.get("attn_implementation")
+    if attn:
+        try:
+            model.set_attn_implementation(attn)
+        except (ValueError, ImportError) as error:
+            raise ValueError(f"trainer.attn_implementation={attn!r} is not available for {cfg['model']['name']}: "
+                             f"{error}") from None
+    requested, precision = t.get("frozen_dtype", "auto"), t.get("precision") or "fp32"
+    if requested in (None, "none", False):
+        return {"frozen_dtype": None, "cast_parameters": 0}
+    if requested == "auto":
+        if not t.get("fast_path", True) or precision not in FROZEN_DTYPES or method == "full_ft":
+            return {"frozen_dtype": None, "cast_parameters": 0}
+        requested = precision
+    elif requested not in FROZEN_DTYPES:
+        raise ValueError(f"trainer.frozen_dtype must be one of auto, bf16, fp16, null; got {requested!r}")
+    elif method == "full_ft":
+        raise ValueError(f"trainer.frozen_dtype={requested} is for methods that freeze the pretrained weights (lora, "
+                         "adapters, bitfit): full_ft trains them, and storing them in half precision would change its "
+                         "numerics; use trainer.precision=bf16 (autocast over fp32 weights) instead")
+    elif precision != requested:
+        raise ValueError(f"trainer.frozen_dtype={requested} needs trainer.precision={requested} (autocast), got "
+                         f"precision={precision}: without autocast in that dtype, activations and weights would disagree")
+
+    def is_matmul(module: torch.nn.Module) -> bool:
+        try:
+            in_out_features(module)
+            return True
+        except TypeError:
+            return False
+
+    shared = {id(p) for m in model.modules() if not is_matmul(m) for p in m.parameters(recurse=False)}
+    dtype, cast = FROZEN_DTYPES[requested], 0
+    for module in filter(is_matmul, model.modules()):
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad and id(p) not in shared and p.dtype != dtype and p.is_floating_point():
+                p.data = p.data.to(dtype)
+                cast += 1
+    log.info("fast path: %d frozen matmul weights/biases stored in %s", cast, requested)
+    return {"frozen_dtype": requested, "cast_parameters": cast}
 
 
 def _method_dir(path: str) -> Path:
@@ -164,47 +245,84 @@ def tokenize(spec, splits: dict, tokenizer, max_len: int) -> dict:
 
 def epoch_curve(log_history: list[dict], spec) -> list[dict]:
     """Per-evaluation metrics from the Trainer's log history (it survives checkpoint/resume)."""
-    curve = []
+    by_step: dict = {}  # several eval sets (MNLI m/mm) log one entry each per evaluation
     for entry in log_history:
         metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and
                    not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
         if metrics:
-            curve.append({"epoch": entry.get("epoch"), "step": entry.get("step"), "metrics": metrics})
-    return curve
+            point = by_step.setdefault(entry.get("step"), {"epoch": entry.get("epoch"), "step": entry.get("step"), "metrics": {}})
+            point["metrics"].update(metrics)
+    return list(by_step.values())
 
 
 def primary_key(spec) -> str:
     return f"{spec.eval_splits[0]}_{spec.primary_metric}" if len(spec.eval_splits) > 1 else spec.primary_metric
 
 
-def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path) -> dict:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+def world_size() -> int:
+    """Processes of a data-parallel job (torchrun / accelerate launch set WORLD_SIZE); 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Only the main process of a multi-process job writes results, method weights and wandb."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def per_device_batch_size(batch_size: int, processes: int) -> int:
+    """``trainer.batch_size`` is the global batch (the paper's); data-parallel processes split it."""
+    if batch_size % processes:
+        raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must divide evenly over "
+                         f"{processes} processes (WORLD_SIZE); choose a multiple of {processes}")
+    return batch_size // processes
+
+
+def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path, tracker: Tracker | None = None) -> dict:
+    """Train with per-epoch evaluation, checkpointing every ``trainer.save_steps`` steps and at every epoch end
+    (resuming from the newest verified checkpoint), then save the method weights (gathered when sharded)."""
+    if spec.kind == "generation":  # causal-LM loss on the target only, beam-search decoding, NLG metrics
+        from lora_repro import generation
+
+        return generation.train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     t = cfg["trainer"]
     encoded = tokenize(spec, splits, tokenizer, t["max_seq_len"])
     evals = {s: encoded[s] for s in spec.eval_splits}
     max_steps = t.get("max_steps", -1) or -1
+    save = t.get("save_checkpoints", True)
+    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
+    checkpoints = run_dir / "checkpoints"
+    trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
+    counts = parameter_counts(model)
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"), seed=cfg["seed"], data_seed=cfg["seed"],
-        learning_rate=t["lr"], per_device_train_batch_size=t["batch_size"],
+        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
+        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
         per_device_eval_batch_size=t.get("eval_batch_size", 64), num_train_epochs=t["epochs"], max_steps=max_steps,
-        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay", 0.0),
+        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay") or 0.0,
         lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
         label_smoothing_factor=t.get("label_smoothing", 0.0),
         eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
-        save_strategy=("steps" if max_steps > 0 else "epoch") if t.get("save_checkpoints", True) else "no",
-        save_steps=max_steps if max_steps > 0 else None, save_total_limit=1,
+        # rotation happens in ckpt.trainer_callbacks, only after the newer checkpoint is sealed
+        save_strategy=("steps" if save_steps else "epoch") if save else "no", save_steps=save_steps,
+        save_total_limit=None,
         logging_strategy="epoch" if max_steps <= 0 else "steps", logging_steps=max(1, max_steps),
         bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
         train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random", torch_compile=t.get("torch_compile", False),
         dataloader_num_workers=t.get("num_workers", 0), report_to=[], disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
+        # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
+        average_tokens_across_devices=spec.kind == "generation",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
-                      eval_dataset=evals if len(evals) > 1 else evals[spec.eval_splits[0]],
-                      data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=lambda p: spec.score(p.predictions, p.label_ids))
-    last = _last_checkpoint(run_dir / "checkpoints")
+    tracker = tracker or Tracker()
+    callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
+    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
+                                eval_dataset=evals if len(evals) > 1 else evals[spec.eval_splits[0]],
+                                data_collator=DataCollatorWithPadding(tokenizer),
+                                compute_metrics=lambda p: spec.score(p.predictions, p.label_ids),
+                                callbacks=callbacks + tracker.callbacks())
+    last = ckpt.latest_valid_checkpoint(checkpoints, quarantine=is_main_process()) if save else None
     if last:
         log.info("resuming from %s", last)
     output = trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -215,22 +333,24 @@ def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path)
     key = primary_key(spec)
     best = max(curve, key=lambda e: e["metrics"].get(key, float("-inf")))
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    method_state = ckpt.gathered_trainable_state(trainer, trainable_names)
+    if is_main_process():
+        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"], state_dict=method_state,
+                            counts=counts)
     return {"curve": curve, "best": best, "last": curve[-1], "primary_metric": key,
             "train_loss": train_losses, "global_steps": trainer.state.global_step,
-            "train_runtime_s": output.metrics.get("train_runtime"),
+            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": str(last) if last else None,
             "n_examples": {k: len(v) for k, v in encoded.items()}}
-
-
-def _last_checkpoint(directory: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(get_last_checkpoint(str(directory))) if directory.is_dir() and get_last_checkpoint(str(directory)) else None
 
 
 def run(cfg: DictConfig | dict) -> dict:
     cfg = to_dict(cfg)
     cfg.pop("hydra", None)
-    cfg = resolve_warm_start(apply_recipe(cfg))
+    if cfg.get("job") == "param_counts":  # a report, not a training run (conf/experiment/param_counts.yaml)
+        from lora_repro.report.param_counts import param_counts_job
+
+        return param_counts_job(cfg)
+    cfg = resolve_warm_start(apply_recipe(copy.deepcopy(cfg)), cfg)
     run_dir = run_dir_for(cfg)
     if rs.is_complete(run_dir) and not cfg.get("force"):
         log.info("already complete, skipping: %s", run_dir)
@@ -242,7 +362,7 @@ def run(cfg: DictConfig | dict) -> dict:
     counts = parameter_counts(model)
     log.info("%s on %s with %s: %s trainable parameters (%s in the head) of %s", cfg["model"]["name"], spec.name,
              cfg["method"]["name"], f"{counts['trainable']:,}", f"{counts['trainable_head']:,}", f"{counts['total']:,}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
     record = {"schema": rs.SCHEMA_VERSION, "status": "running", "run_dir": str(run_dir), "config_id": config_id(cfg),
               "experiment": cfg["experiment"], "table": cfg.get("table"), "seed": cfg["seed"],
               "smoke": cfg.get("smoke", False), "config": cfg, "git": rs.git_commit(),
@@ -251,20 +371,55 @@ def run(cfg: DictConfig | dict) -> dict:
                         "stand_in_for": cfg["model"].get("stand_in_for")},
               "task": spec.name, "method": cfg["method"]["name"], "parameters": counts,
               "data": {"source": data_source}, "hardware": rs.hardware(), "versions": rs.versions()}
-    rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
-    try:
-        outcome = train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir)
-        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"])
-    except BaseException as error:
-        record.update(status="failed", error=f"{type(error).__name__}: {error}", wall_time_s=time.time() - start)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
-        raise
-    record["data"]["n_examples"] = outcome.pop("n_examples")
-    record.update(outcome, status="complete", wall_time_s=time.time() - start, memory=rs.peak_memory_mb())
-    rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
-    if not cfg["trainer"].get("keep_checkpoints", False):
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    tracker = start_tracking(cfg, run_dir, {"config_id": record["config_id"]}, main_process=main)
+    exit_code = 1
+    try:  # the wandb run is finished whatever happens (exit code 1 unless the job completed)
+        try:
+            outcome = train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
+        except BaseException as error:
+            record.update(status="failed", error=f"{type(error).__name__}: {error}", wall_time_s=time.time() - start)
+            if main:
+                rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+            tracker.log_summary({"status": "failed", "error": record["error"]})
+            raise
+        record["data"]["n_examples"] = outcome.pop("n_examples")
+        record.update(outcome, status="complete", wall_time_s=time.time() - start, memory=rs.peak_memory_mb())
+        if main:
+            rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+            if not cfg["trainer"].get("keep_checkpoints", False):
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        key = record["primary_metric"]
+        tracker.log_summary({"status": "complete", f"best/{key}": record["best"]["metrics"].get(key),
+                             f"last/{key}": record["last"]["metrics"].get(key), "best/epoch": record["best"]["epoch"],
+                             "parameters": counts})
+        exit_code = 0
+    finally:
+        tracker.finish(exit_code)
     log.info("%s: best %s = %.2f at epoch %s (last %.2f) -> %s", spec.name, record["primary_metric"],
              record["best"]["metrics"][record["primary_metric"]], record["best"]["epoch"],
              record["last"]["metrics"][record["primary_metric"]], run_dir / rs.RESULTS_FILE)
     return record
+
+
+def record_failure(cfg: DictConfig | dict, error: BaseException) -> Path | None:
+    """A sweep job that failed before training started (bad setting, missing data) still leaves a results.json
+    with status failed, so the report names it and a re-run retries it; a job's own record is never overwritten."""
+    try:
+        cfg = to_dict(cfg)
+        cfg.pop("hydra", None)
+        cfg = resolve_warm_start(apply_recipe(copy.deepcopy(cfg)), cfg)
+        run_dir = run_dir_for(cfg)
+    except Exception:  # no run directory can be named the way run() would; the sweep log has the error
+        return None
+    previous = rs.read_results(run_dir)
+    if (previous or {}).get("status") in ("complete", "failed") or not is_main_process():
+        return None
+    return rs.write_json_atomic(run_dir / rs.RESULTS_FILE, {
+        "schema": rs.SCHEMA_VERSION, "status": "failed", "error": f"{type(error).__name__}: {error}",
+        "run_dir": str(run_dir), "config_id": config_id(cfg), "experiment": cfg.get("experiment"),
+        "table": cfg.get("table"), "seed": cfg.get("seed"), "smoke": cfg.get("smoke", False), "config": cfg,
+        "model": {"name": cfg["model"]["name"], "stand_in_for": cfg["model"].get("stand_in_for")},
+        "task": cfg["task"]["name"], "method": cfg["method"]["name"]})

@@ -1,6 +1,24 @@
-"""Section 7 of the LoRA paper as plain functions over tensors: subspace similarity φ, ΔW spectra, Table 7."""
+"""Section 7 of the LoRA paper as plain functions over tensors: subspace similarity φ, ΔW spectra, Table 7;
+and (experiments.py) the same over saved runs, writing artefacts for the notebooks."""
 
 from lora_repro.analysis.checkpoint import LoraModule, iter_lora_modules
+from lora_repro.analysis.experiments import (
+    AnalyseSweep,
+    BaseWeights,
+    LoraRun,
+    amplification_of_run,
+    analyse,
+    base_weights,
+    find_lora_runs,
+    load_lora_run,
+    module_site,
+    performance_rows,
+    rank_pairs,
+    seed_pairs,
+    spectra_of_run,
+    subspace_pair,
+    w_vs_delta_w_of_run,
+)
 from lora_repro.analysis.spectrum import (
     SingularDirections,
     amplification,
@@ -22,21 +40,36 @@ from lora_repro.analysis.subspace import (
 )
 
 __all__ = [
+    "AnalyseSweep",
+    "BaseWeights",
     "LoraModule",
+    "LoraRun",
     "SingularDirections",
     "amplification",
+    "amplification_of_run",
+    "analyse",
+    "base_weights",
     "delta_w",
     "effective_rank",
     "expected_random_similarity",
+    "find_lora_runs",
     "iter_lora_modules",
+    "load_lora_run",
+    "module_site",
     "numerical_rank",
+    "performance_rows",
     "projection_norm",
     "random_subspace_similarity",
+    "rank_pairs",
+    "seed_pairs",
     "similarity_grid_of_bases",
     "similarity_of_bases",
     "singular_directions",
+    "spectra_of_run",
     "spectrum",
+    "subspace_pair",
     "subspace_similarity",
     "subspace_similarity_grid",
     "top_singular_directions",
+    "w_vs_delta_w_of_run",
 ]

@@ -16,7 +16,8 @@ from torch import nn
 
 MethodFn = Callable[[nn.Module, dict, "object"], None]
 _METHODS: dict[str, MethodFn] = {}
-_MODULES = ("full_ft", "bitfit", "lora")  # imported lazily so the registry fills on first use
+# imported lazily so the registry fills on first use
+_MODULES = ("full_ft", "bitfit", "lora", "adapters", "prefix", "ft_top2", "compose")
 
 
 def register_method(name: str) -> Callable[[MethodFn], MethodFn]:

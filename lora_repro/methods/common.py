@@ -50,18 +50,21 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_method_weights(model: nn.Module, directory: str | os.PathLike, method_cfg: dict, base_model: str) -> Path:
+def save_method_weights(model: nn.Module, directory: str | os.PathLike, method_cfg: dict, base_model: str,
+                        state_dict: dict[str, torch.Tensor] | None = None, counts: dict | None = None) -> Path:
     """Save only what the method trained (plus the head) and the settings needed to rebuild it.
 
     r, alpha, targets and init live in method_cfg: the scaling alpha/r is part of the checkpoint's contract
     (evaluating a LoRA checkpoint with the wrong alpha silently wrecks it, microsoft/LoRA#151).
+    ``state_dict``/``counts``: the trainable parameters and their counts taken elsewhere, e.g. gathered from
+    FSDP/ZeRO-3 shards (lora_repro.checkpointing.gathered_trainable_state), where the model holds only a shard.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = trainable_state_dict(model)
+    state = trainable_state_dict(model) if state_dict is None else state_dict
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     meta = {"method": method_cfg, "base_model": base_model, "dtype": dtypes,
-            "parameters": parameter_counts(model), "keys": sorted(state)}
+            "parameters": counts or parameter_counts(model), "keys": sorted(state)}
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / WEIGHTS_FILE)

@@ -1,7 +1,9 @@
 """LoRA as a method: wrap the target weights of every block in ``LoRALinear`` and train only A and B.
 
 Targets are the paper's logical names (``q``, ``k``, ``v``, ``o``, ``fc1``, ``fc2``), mapped per architecture by
-``lora_repro.models.families``, or regular expressions matched against the end of module names.
+``lora_repro.models.families``, or regular expressions matched against the end of module names. On a family with a
+fused q|k|v projection (GPT-2's ``c_attn``), ``q``/``k``/``v`` adapt only their slice of it (``LoRAFusedLinear``, as
+loralib's MergedLinear did for the paper); ``qkv`` adapts the whole fused output with one LoRA.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from torch import nn
 
 from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
-from lora_repro.methods.lora_layer import LoRALinear, in_out_features
+from lora_repro.methods.lora_layer import LoRAFusedLinear, LoRALinear, in_out_features
 from lora_repro.models.families import Family
 
 
@@ -28,16 +30,24 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return names
 
 
+def fused_slice_targets(targets: list[str], family: Family | None) -> list[str]:
+    """The targets that name a slice of the family's fused q|k|v projection (e.g. q, v on GPT-2)."""
+    if family is None or not family.fused_qkv:
+        return []
+    return [t for t in targets if t in family.fused_order and t not in family.modules]
+
+
 def resolve_targets(model: nn.Module, targets: list[str], family: Family | None) -> list[str]:
-    """Module names to wrap. A target that matches nothing is an error listing the model's linear modules."""
+    """Module names to wrap (a fused-slice target gives the fused module). A target that matches nothing is an
+    error listing the model's linear modules."""
     linear = linear_module_names(model)
     chosen: list[str] = []
+    fused = fused_slice_targets(targets, family)
     for target in targets:
-        if family is not None and target in ("q", "k", "v") and family.fused_qkv and target not in family.modules:
-            raise NotImplementedError(
-                f"{family.name} fuses q, k, v into one projection ({family.fused_qkv}); per-slice LoRA on it is "
-                f"not available in this version: target 'qkv' adapts the whole fused projection")
-        pattern = family.modules.get(target, target) if family is not None else target
+        if target in fused:
+            pattern = family.fused_qkv
+        else:
+            pattern = family.modules.get(target, target) if family is not None else target
         regex = re.compile(rf"(^|\.)(?:{pattern})$")
         hits = [n for n in linear if regex.search(n)]
         if not hits:
@@ -48,19 +58,40 @@ def resolve_targets(model: nn.Module, targets: list[str], family: Family | None)
     return chosen
 
 
+def slice_ranges(out_features: int, order: tuple[str, ...], chosen: list[str]) -> dict[str, tuple[int, int]]:
+    """Output ranges of the chosen slices of a fused projection split into len(order) equal parts."""
+    if out_features % len(order):
+        raise ValueError(f"fused projection with {out_features} outputs does not split into {len(order)} equal parts")
+    size = out_features // len(order)
+    return {name: (order.index(name) * size, (order.index(name) + 1) * size) for name in order if name in chosen}
+
+
 def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float = 0.0,
                 init: str = "kaiming", init_std: float = 0.02, family: Family | None = None) -> list[str]:
-    names = resolve_targets(model, list(targets), family)
-    for name in names:
+    targets = list(targets)
+    slices = fused_slice_targets(targets, family)
+    plain = resolve_targets(model, [t for t in targets if t not in slices], family)
+    fused = resolve_targets(model, slices, family) if slices else []
+    if set(plain) & set(fused):
+        raise ValueError(f"LoRA targets {targets} adapt {family.fused_qkv} both whole and per slice; "
+                         f"use either {'/'.join(family.fused_order)} or the whole fused projection")
+    for name in plain + fused:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, init, init_std))
-    return names
+        base = getattr(parent, child)
+        if name in fused:
+            ranges = slice_ranges(in_out_features(base)[1], family.fused_order, slices)
+            layer = LoRAFusedLinear(base, ranges, r, alpha, dropout, init, init_std)
+        else:
+            layer = LoRALinear(base, r, alpha, dropout, init, init_std)
+        setattr(parent, child, layer)
+    return plain + fused
 
 
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear | LoRAFusedLinear]]:
+    """Every LoRA-wrapped module. A LoRAFusedLinear keeps its A/B per slice in ``.lora[slice]``."""
     for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
+        if isinstance(module, (LoRALinear, LoRAFusedLinear)):
             yield name, module
 
 
@@ -101,7 +132,7 @@ def apply_lora(model: nn.Module, cfg: dict, family: Family) -> None:
     if bias not in ("none", "all", "lora_only"):
         raise ValueError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
     for name, module in model.named_modules():
-        if bias == "all" or (bias == "lora_only" and isinstance(module, LoRALinear)):
+        if bias == "all" or (bias == "lora_only" and isinstance(module, (LoRALinear, LoRAFusedLinear))):
             for pname, p in module.named_parameters(recurse=bias == "lora_only"):
                 if pname.endswith("bias"):
                     p.requires_grad_(True)

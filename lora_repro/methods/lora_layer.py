@@ -3,6 +3,7 @@
 It wraps a frozen ``nn.Linear`` (weight: out x in) or GPT-2's ``Conv1D`` (weight: in x out, "fan-in/fan-out").
 A (r x in) starts Kaiming-uniform as in loralib (or Gaussian, as the paper's DeBERTa runs had it) and B (out x r)
 starts at zero, so the wrapped layer is the pretrained one at init. Dropout acts on the LoRA branch only.
+``LoRAFusedLinear`` does the same on chosen output slices of a fused projection (GPT-2's q|k|v ``c_attn``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def in_out_features(base: nn.Module) -> tuple[int, int]:
     if is_fan_in_fan_out(base):
         return base.weight.shape[0], base.weight.shape[1]
     raise TypeError(f"LoRA wraps nn.Linear or GPT-2 Conv1D, got {type(base).__name__}")
+
+
+def init_lora_(lora_A: nn.Parameter, lora_B: nn.Parameter, init: str = "kaiming", init_std: float = 0.02) -> None:
+    if init == "kaiming":  # loralib's default (and peft's): same init as nn.Linear's weight
+        nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5))
+    else:  # the paper's "random Gaussian"; DeBERTa's _init_weights used N(0, initializer_range=0.02)
+        nn.init.normal_(lora_A, std=init_std)
+    nn.init.zeros_(lora_B)
 
 
 class LoRALinear(nn.Module):
@@ -52,11 +61,7 @@ class LoRALinear(nn.Module):
         self.reset_lora_parameters(init, init_std)
 
     def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
-        if init == "kaiming":  # loralib's default (and peft's): same init as nn.Linear's weight
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        else:  # the paper's "random Gaussian"; DeBERTa's _init_weights used N(0, initializer_range=0.02)
-            nn.init.normal_(self.lora_A, std=init_std)
-        nn.init.zeros_(self.lora_B)
+        init_lora_(self.lora_A, self.lora_B, init, init_std)
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW = (alpha/r) B A, laid out like the base weight (transposed for Conv1D)."""
@@ -89,3 +94,92 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"
+
+
+class LoRASlice(nn.Module):
+    """The A (r x in) and B (stop - start x r) of one output slice of a fused projection."""
+
+    def __init__(self, in_features: int, start: int, stop: int, r: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.start, self.stop = start, stop
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, dtype=dtype, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(stop - start, r, dtype=dtype, device=device))
+
+
+class LoRAFusedLinear(nn.Module):
+    """LoRA on some output slices of a fused projection: GPT-2's ``c_attn`` computes [q | k | v] in one Conv1D, and
+    the paper adapts only q and v (loralib's ``MergedLinear(enable_lora=[True, False, True])``).
+
+    Each adapted slice has its own A (r x in) and B (slice x r), in ``self.lora[name]``, so a state dict reads
+    ``...c_attn.lora.q.lora_A`` and the analyses see ΔW_q and ΔW_v as separate rank-r updates. loralib stores the
+    same numbers stacked: its lora_A is cat([A_q, A_v]) and its lora_B cat([B_q, B_v]) (a grouped conv1d). As in
+    loralib, one dropout mask on x feeds every slice.
+    """
+
+    def __init__(self, base: nn.Module, slices: dict[str, tuple[int, int]], r: int, alpha: float,
+                 dropout: float = 0.0, init: str = "kaiming", init_std: float = 0.02):
+        super().__init__()
+        if not isinstance(r, int) or r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
+        if init not in INITS:
+            raise ValueError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.in_features, self.out_features = in_out_features(base)
+        for name, (start, stop) in slices.items():
+            if not 0 <= start < stop <= self.out_features:
+                raise ValueError(f"slice {name}={start}:{stop} is outside the {self.out_features} outputs")
+        self.r, self.alpha = r, alpha
+        self.scaling = alpha / r
+        self.fan_in_fan_out = is_fan_in_fan_out(base)
+        weight = base.weight
+        self.lora = nn.ModuleDict({name: LoRASlice(self.in_features, start, stop, r, weight.dtype, weight.device)
+                                   for name, (start, stop) in slices.items()})
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self.enabled = True
+        self.reset_lora_parameters(init, init_std)
+
+    def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
+        for part in self.lora.values():
+            init_lora_(part.lora_A, part.lora_B, init, init_std)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW of the whole fused projection (zero outside the adapted slices), laid out like the base weight."""
+        delta = torch.zeros(self.out_features, self.in_features, dtype=self.base.weight.dtype,
+                            device=self.base.weight.device)
+        for part in self.lora.values():
+            delta[part.start:part.stop] = (part.lora_B @ part.lora_A) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        w = self.base.weight
+        w.copy_((w.float() + self.delta_weight().float()).to(w.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        w = self.base.weight
+        w.copy_((w.float() - self.delta_weight().float()).to(w.dtype))
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        if self.merged or not self.enabled:
+            return result
+        h = self.lora_dropout(x)
+        delta = 0
+        for part in self.lora.values():
+            out = F.linear(F.linear(h.to(part.lora_A.dtype), part.lora_A), part.lora_B)
+            delta = delta + F.pad(out, (part.start, self.out_features - part.stop))
+        return result + (delta * self.scaling).to(result.dtype)
+
+    def extra_repr(self) -> str:
+        spans = ", ".join(f"{name}={p.start}:{p.stop}" for name, p in self.lora.items())
+        return f"r={self.r}, alpha={self.alpha}, slices=({spans}), merged={self.merged}"

@@ -14,8 +14,10 @@ class Family:
     kind: str  # "encoder" | "decoder"
     modules: dict[str, str]  # logical name -> regex on the module path
     layers: str  # regex matching one transformer block (used by methods that act per block)
-    # GPT-2 packs q, k, v into one Conv1D (c_attn): logical q/k/v are slices of its output.
+    # GPT-2 packs q, k, v into one Conv1D (c_attn): logical q/k/v are slices of its output, in fused_order
+    # (equal parts, as GPT2Attention splits it). Targets q/v then mean LoRA on those slices only (the paper's setting).
     fused_qkv: str | None = None
+    fused_order: tuple[str, ...] = ()
     notes: str = ""
     model_types: tuple[str, ...] = field(default_factory=tuple)
 
@@ -41,7 +43,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     }, r"encoder\.layer\.\d+", model_types=("deberta-v2", "deberta")),
     Family("gpt2", "decoder", {
         "qkv": r"attn\.c_attn", "o": r"attn\.c_proj", "fc1": r"mlp\.c_fc", "fc2": r"mlp\.c_proj",
-    }, r"transformer\.h\.\d+", fused_qkv=r"attn\.c_attn", model_types=("gpt2",)),
+    }, r"transformer\.h\.\d+", fused_qkv=r"attn\.c_attn", fused_order=("q", "k", "v"), model_types=("gpt2",)),
     Family("llama", "decoder", _LLAMA_LIKE, r"model\.layers\.\d+",
            model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "smollm3", "olmo2")),
 ]}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 _TASKS: dict[str, "TaskSpec"] = {}
-_MODULES = ("glue",)
+_MODULES = ("glue", "nlg")
 DATA_ENV = "LORA_REPRO_DATA"
 
 

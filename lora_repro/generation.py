@@ -1,0 +1,422 @@
+"""Training and evaluation for generation tasks (E2E, WebNLG, DART, SAMSum, WikiSQL, MNLI-m as text).
+
+Input format (as microsoft/LoRA's ``gpt2_encode.py --add_bos --add_eos``): the context's tokens, a separator
+token (the tokenizer's BOS; GPT-2: ``<|endoftext|>``), then ``" " + target`` and EOS. Labels are -100 on the context,
+the separator and padding, so only the target tokens (and its EOS) contribute to the loss. Training batches are
+right-padded; decoding batches are left-padded so every prompt ends where generation starts.
+
+Decoding is beam search through ``model.generate`` with the task's ``task.generation`` settings (Table 11 for
+E2E/WebNLG/DART: beam 10, length penalty 0.9 / 0.8 / 0.8, no-repeat n-gram 4, 64 new tokens). Two styles:
+
+* ``hf`` (default): transformers' beam search. In transformers 5 a finished hypothesis scores
+  ``sum(log p) / L ** length_penalty`` with L the number of *generated* tokens including EOS (prompt excluded;
+  transformers before ~4.30 counted the prompt too). Search stops early (``early_stopping=False``) once no running
+  beam, at its current length, can beat the worst of the ``num_beams`` finished ones; the no-repeat n-gram rule looks
+  at prompt + output, so an output cannot repeat a 4-gram of its own context.
+* ``loralib``: what microsoft/LoRA's ``gpt2_beam.py`` did. Its normalisation is the same ``score / len ** lp`` with
+  len = generated tokens including EOS, but it searches for all ``max_new_tokens`` steps (here
+  ``early_stopping="never"``) and bans repeated n-grams within the output only (a logits processor on the generated
+  part). Remaining difference: loralib lets an EOS candidate take one of the ``num_beams`` slots of that step, HF
+  keeps ``num_beams`` running beams beside the finished ones; loralib keeps only the single best finished
+  hypothesis, which is also what is returned here.
+
+Outputs go to ``<run_dir>/generations/``: ``{split}.hyp.txt`` (one output per line), ``{split}.ref.txt`` (E2E
+format: an input's references on consecutive lines, inputs separated by a blank line; one per line when every input
+has one), ``{split}.jsonl`` (context, hypothesis, references) and ``{split}.metrics.json``, so
+``python -m lora_repro.score TASK {split}.hyp.txt {split}.ref.txt`` rescores them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+log = logging.getLogger("lora_repro")
+STYLES = ("hf", "loralib")
+IGNORE_INDEX = -100
+GENERATIONS_DIR = "generations"
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """``task.generation`` in the task's yaml."""
+
+    num_beams: int = 10
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    style: str = "hf"  # hf | loralib (see the module docstring)
+
+    @classmethod
+    def from_cfg(cls, cfg: dict | None) -> "DecodingSettings":
+        cfg = dict(cfg or {})
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(cfg) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown task.generation setting(s) {unknown}; valid: {', '.join(valid)}")
+        settings = cls(**cfg)
+        if settings.style not in STYLES:
+            raise ValueError(f"task.generation.style={settings.style!r}; choices: {', '.join(STYLES)}")
+        for name in ("num_beams", "max_new_tokens", "batch_size"):
+            if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1:
+                raise ValueError(f"task.generation.{name} must be a positive integer, got {getattr(settings, name)!r}")
+        if not isinstance(settings.no_repeat_ngram_size, int) or settings.no_repeat_ngram_size < 0:
+            raise ValueError(f"task.generation.no_repeat_ngram_size must be >= 0 (0: off), "
+                             f"got {settings.no_repeat_ngram_size!r}")
+        return settings
+
+
+# ---------------------------------------------------------------- tokens and encoding
+@dataclass(frozen=True)
+class SpecialTokens:
+    separator: int  # between context and target: the tokenizer's BOS (GPT-2: <|endoftext|>, as loralib)
+    eos: int  # ends the target; decoding stops on it
+    pad: int
+
+
+def special_tokens(tokenizer) -> SpecialTokens:
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token: generation tasks "
+                         "end every target with EOS; give the model folder's tokenizer an eos_token")
+    separator = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return SpecialTokens(separator, tokenizer.eos_token_id, pad)
+
+
+def configure_special_tokens(tokenizer, model) -> SpecialTokens:
+    """Make tokenizer, model config and generation config agree (GPT-2 has no pad token: pad with EOS; labels and
+    attention masks, not the pad id, decide what counts)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokens = special_tokens(tokenizer)
+    for config in (model.config, model.generation_config):
+        config.eos_token_id, config.pad_token_id = tokens.eos, tokens.pad
+    return tokens
+
+
+def _token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+
+def encode_pairs(tokenizer, contexts: Sequence[str], targets: Sequence[str], max_len: int) -> dict[str, list]:
+    """input_ids = context + separator + " " target + EOS; labels = -100 except on the target and its EOS.
+
+    Too long: the context loses tokens from its start (keeping at least half of max_len when the target is long),
+    then the target is cut at the end.
+    """
+    tokens = special_tokens(tokenizer)
+    input_ids, labels, truncated = [], [], 0
+    for context, target in zip(_token_ids(tokenizer, contexts), _token_ids(tokenizer, [" " + t for t in targets])):
+        context, target = context + [tokens.separator], target + [tokens.eos]
+        if len(context) + len(target) > max_len:
+            truncated += 1
+            context = context[-max(max_len - len(target), max_len // 2):]
+            target = target[:max_len - len(context)]
+        input_ids.append(context + target)
+        labels.append([IGNORE_INDEX] * len(context) + target)
+    if truncated:
+        log.warning("%d of %d examples were longer than max_seq_len=%d and were truncated", truncated, len(labels),
+                    max_len)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def references_of(dataset) -> list[list[str]]:
+    if "references" in dataset.column_names:
+        return [list(r) for r in dataset["references"]]
+    return [[t] for t in dataset["target"]]  # smoke mode's synthetic rows
+
+
+def training_dataset(dataset, tokenizer, max_len: int, every_reference: bool = False):
+    """Tokenised rows for the Trainer; ``every_reference`` (evaluation loss) gives one row per reference."""
+    import datasets
+
+    contexts, targets = list(dataset["context"]), list(dataset["target"])
+    if every_reference:
+        pairs = [(c, r) for c, refs in zip(contexts, references_of(dataset)) for r in refs]
+        contexts, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+    return datasets.Dataset.from_dict(encode_pairs(tokenizer, contexts, targets, max_len))
+
+
+@dataclass
+class CausalLMCollator:
+    """Right-pads input_ids (pad id), labels (-100) and builds the attention mask."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(f["input_ids"])
+            labels[row, :n] = torch.as_tensor(f["labels"])
+            attention[row, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+# ---------------------------------------------------------------- decoding
+class GeneratedNoRepeatNGram:
+    """loralib's no-repeat rule: an n-gram may not occur twice within the *generated* tokens (transformers'
+    NoRepeatNGramLogitsProcessor also counts the prompt's n-grams)."""
+
+    def __init__(self, ngram_size: int, prompt_len: int):
+        from transformers import NoRepeatNGramLogitsProcessor
+
+        self.inner = NoRepeatNGramLogitsProcessor(ngram_size)
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.inner(input_ids[:, self.prompt_len:], scores)
+
+
+def generate_kwargs(settings: DecodingSettings, tokens: SpecialTokens, prompt_len: int) -> dict:
+    from transformers import LogitsProcessorList
+
+    kwargs = {"do_sample": False, "num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens,
+              "eos_token_id": tokens.eos, "pad_token_id": tokens.pad, "num_return_sequences": 1}
+    if settings.num_beams > 1:
+        kwargs["length_penalty"] = settings.length_penalty
+        kwargs["early_stopping"] = "never" if settings.style == "loralib" else False
+    if settings.style == "loralib" and settings.no_repeat_ngram_size:
+        kwargs["logits_processor"] = LogitsProcessorList([GeneratedNoRepeatNGram(settings.no_repeat_ngram_size,
+                                                                                 prompt_len)])
+    else:
+        kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
+    return kwargs
+
+
+def prompt_ids(tokenizer, contexts: Sequence[str], max_prompt_len: int) -> list[list[int]]:
+    """context + separator, cut from the start to max_prompt_len tokens."""
+    separator = special_tokens(tokenizer).separator
+    return [(ids + [separator])[-max_prompt_len:] for ids in _token_ids(tokenizer, contexts)]
+
+
+def clean_output(tokenizer, ids: Sequence[int], eos: int) -> str:
+    """Text up to the first EOS, special tokens dropped, whitespace (newlines too) collapsed: one line per output."""
+    ids = list(ids)
+    if eos in ids:
+        ids = ids[:ids.index(eos)]
+    return " ".join(tokenizer.decode(ids, skip_special_tokens=True).split())
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, contexts: Sequence[str], settings: DecodingSettings,
+                   max_prompt_len: int = 512) -> list[str]:
+    """Batched, left-padded beam search; outputs in the order of ``contexts``."""
+    tokens = special_tokens(tokenizer)
+    prompts = prompt_ids(tokenizer, contexts, max_prompt_len)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
+    outputs: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), tokens.pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(prompts[i]):] = torch.as_tensor(prompts[i])
+                attention[row, width - len(prompts[i]):] = 1
+            generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                       **generate_kwargs(settings, tokens, width))
+            for row, i in enumerate(batch):
+                outputs[i] = clean_output(tokenizer, generated[row, width:].tolist(), tokens.eos)
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def write_references(path: Path, references: Sequence[Sequence[str]]) -> None:
+    """E2E reference format (blank line between inputs), or one per line when every input has one reference."""
+    groups = [[" ".join(r.split()) for r in refs] for refs in references]
+    if all(len(g) == 1 for g in groups):
+        text = "\n".join(g[0] for g in groups) + "\n"
+    else:
+        text = "\n\n".join("\n".join(g) for g in groups) + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def decode_and_score(model, tokenizer, spec, dataset, settings: DecodingSettings, out_dir: Path, tag: str,
+                     max_prompt_len: int) -> dict:
+    """Decode ``dataset``'s contexts, score them against their references, write the files named ``tag.*``."""
+    references = references_of(dataset)
+    subsets = dataset["subset"] if "subset" in dataset.column_names else None
+    start = time.time()
+    hypotheses = generate_texts(model, tokenizer, dataset["context"], settings, max_prompt_len)
+    seconds = time.time() - start
+    metrics = spec.score(hypotheses, references, subsets)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{tag}.hyp.txt").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    write_references(out_dir / f"{tag}.ref.txt", references)
+    with open(out_dir / f"{tag}.jsonl", "w", encoding="utf-8") as f:
+        for context, hypothesis, refs in zip(dataset["context"], hypotheses, references):
+            f.write(json.dumps({"context": context, "hypothesis": hypothesis, "references": refs}) + "\n")
+    empty = [n for n, h in enumerate(hypotheses, 1) if not h]
+    if empty:
+        log.warning("%s: %d empty outputs (lines %s...): scored as misses here; the .hyp.txt has blank lines there, "
+                    "which `python -m lora_repro.score` refuses, the .jsonl keeps them", tag, len(empty), empty[:5])
+    result = {"metrics": metrics, "n_inputs": len(hypotheses), "n_empty": len(empty), "decode_time_s": seconds,
+              "hypotheses": str(out_dir / f"{tag}.hyp.txt")}
+    (out_dir / f"{tag}.metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    log.info("%s %s: %s (%d inputs, %.0f s)", spec.name, tag,
+             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), len(hypotheses), seconds)
+    return result
+
+
+# ---------------------------------------------------------------- training
+class DecodeOnEvaluate:
+    """Decode the decode splits at each evaluation (``trainer.decode_every_epoch``), logging the metrics into the
+    Trainer's history (which checkpoints keep) so the best epoch can be chosen as the paper did."""
+
+    def __init__(self, decode: Callable[[int], dict[str, float]]):
+        from transformers import TrainerCallback
+
+        self.decode, self.trainer, self.done = decode, None, set()
+        # a TrainerCallback subclass built at runtime keeps transformers out of this module's import time
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_evaluate(self, args, state, control, **kwargs):
+                if state.global_step not in outer.done:  # called once per eval dataset
+                    outer.done.add(state.global_step)
+                    outer.trainer.log({f"eval_{k}": v for k, v in outer.decode(state.global_step).items()})
+
+        self.callback = _Callback()
+
+
+def merged_curve(log_history: list[dict]) -> list[dict]:
+    """One entry per evaluated step: losses and decoded metrics of that step, ``eval_`` prefix dropped."""
+    by_step: dict[int, dict] = {}
+    for entry in log_history:
+        metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and
+                   not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
+        if metrics:
+            point = by_step.setdefault(entry.get("step"), {"epoch": entry.get("epoch"), "step": entry.get("step"),
+                                                           "metrics": {}})
+            point["metrics"].update(metrics)
+    return [by_step[s] for s in sorted(by_step, key=lambda s: s or 0)]
+
+
+def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir: Path, tracker=None) -> dict:
+    """The generation counterpart of ``lora_repro.run.train_and_evaluate`` (same checkpointing, resume and method
+    weights): loss on every eval split at each evaluation, then beam-search decoding and scoring of the decode splits
+    (each epoch with ``trainer.decode_every_epoch``, else once at the end; ``trainer.eval_before_training`` also
+    decodes the untrained model). Decoding runs on the main process, on an unsharded model (single process or DDP).
+    """
+    from transformers import TrainingArguments
+
+    from lora_repro import checkpointing as ckpt
+    from lora_repro.methods.common import parameter_counts, save_method_weights
+    from lora_repro.run import is_main_process, per_device_batch_size, world_size
+    from lora_repro.tracking import Tracker
+
+    trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable_names:
+        raise ValueError(f"method {cfg['method']['name']!r} leaves nothing to train on {cfg['model']['name']} "
+                         "(e.g. bitfit on a model without biases, such as Llama/SmolLM2)")
+    counts = parameter_counts(model)
+    t = cfg["trainer"]
+    settings = DecodingSettings.from_cfg(cfg["task"].get("generation"))
+    tokens = configure_special_tokens(tokenizer, model)
+    max_len = t["max_seq_len"]
+    max_prompt_len = max(max_len - settings.max_new_tokens, max_len // 2)
+    decode_splits = [s for s in spec.extra.get("decode_splits", spec.eval_splits) if s in splits]
+    out_dir = run_dir / GENERATIONS_DIR
+    main = is_main_process()
+    train = training_dataset(splits[spec.train_split], tokenizer, max_len)
+    evals = {s: training_dataset(splits[s], tokenizer, max_len, every_reference=True) for s in spec.eval_splits}
+
+    def decode(tag: str) -> dict[str, float]:
+        out = {}
+        for split in decode_splits if main else ():
+            result = decode_and_score(model, tokenizer, spec, splits[split], settings, out_dir,
+                                      f"{split}{tag}", max_prompt_len)
+            out.update({f"{split}_{k}": v for k, v in result["metrics"].items()})
+        return out
+
+    untrained = None
+    if t.get("eval_before_training") and main:
+        cached = [out_dir / f"{s}.untrained.metrics.json" for s in decode_splits]
+        if all(p.is_file() for p in cached):  # a resumed run decoded the untrained model already
+            untrained = {s: json.loads(p.read_text())["metrics"] for s, p in zip(decode_splits, cached)}
+        else:
+            untrained = {s: decode_and_score(model, tokenizer, spec, splits[s], settings, out_dir,
+                                             f"{s}.untrained", max_prompt_len)["metrics"] for s in decode_splits}
+
+    max_steps = t.get("max_steps", -1) or -1
+    save = t.get("save_checkpoints", True)
+    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
+    checkpoints = run_dir / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
+        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
+        per_device_eval_batch_size=t.get("eval_batch_size", 16), num_train_epochs=t["epochs"], max_steps=max_steps,
+        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay", 0.0),
+        lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
+        label_smoothing_factor=t.get("label_smoothing", 0.0), prediction_loss_only=True,
+        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
+        save_strategy=("steps" if save_steps else "epoch") if save else "no", save_steps=save_steps,
+        save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
+        logging_strategy="epoch" if max_steps <= 0 else "steps",
+        logging_steps=max(1, t.get("logging_steps") or max_steps),
+        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
+        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
+        torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+    )
+    tracker = tracker or Tracker()
+    callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
+    callbacks += tracker.callbacks()
+    every_epoch = DecodeOnEvaluate(lambda step: decode(f".step{step}")) if t.get("decode_every_epoch") else None
+    if every_epoch:
+        callbacks.append(every_epoch.callback)
+    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=train, eval_dataset=evals,
+                                data_collator=CausalLMCollator(tokens.pad), callbacks=callbacks)
+    if every_epoch:
+        every_epoch.trainer = trainer
+    last = ckpt.latest_valid_checkpoint(checkpoints, quarantine=main) if save else None
+    if last:
+        log.info("resuming from %s", last)
+    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    step = trainer.state.global_step
+    history = list(trainer.state.log_history)
+    if not any(e.get("step") == step and any(k.startswith("eval_") and k.endswith("_loss") for k in e)
+               for e in history):  # a run shorter than one epoch still gets its loss
+        history.append({**trainer.evaluate(), "epoch": trainer.state.epoch, "step": step})
+    if every_epoch and step in every_epoch.done:  # the last evaluation decoded these weights already
+        final = {}
+        for split in decode_splits if main else ():
+            for suffix in (".hyp.txt", ".ref.txt", ".jsonl", ".metrics.json"):
+                shutil.copyfile(out_dir / f"{split}.step{step}{suffix}", out_dir / f"{split}{suffix}")
+            metrics = json.loads((out_dir / f"{split}.metrics.json").read_text())["metrics"]
+            final.update({f"{split}_{k}": v for k, v in metrics.items()})
+    else:
+        final = decode("")  # the trained model's outputs: {split}.hyp.txt
+    history.append({**{f"eval_{k}": v for k, v in final.items()}, "epoch": trainer.state.epoch, "step": step})
+    method_state = ckpt.gathered_trainable_state(trainer, trainable_names)
+    if main:
+        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"], state_dict=method_state,
+                            counts=counts)
+    curve = merged_curve(history)
+    key = f"{decode_splits[0]}_{spec.primary_metric}" if decode_splits else f"{spec.eval_splits[0]}_loss"
+    scored = [e for e in curve if key in e["metrics"]]
+    best = max(scored, key=lambda e: e["metrics"][key]) if scored else curve[-1]
+    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"curve": curve, "best": best, "last": scored[-1] if scored else curve[-1], "primary_metric": key,
+            "untrained": untrained, "train_loss": train_losses, "global_steps": step,
+            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": str(last) if last else None,
+            "decoding": {**asdict(settings), "splits": decode_splits, "max_prompt_len": max_prompt_len,
+                         "special_tokens": asdict(tokens), "outputs": str(out_dir)},
+            "n_examples": {"train_pairs": len(train), **{f"{s}_pairs": len(d) for s, d in evals.items()},
+                           **{f"{s}_inputs": len(splits[s]) for s in decode_splits}}}

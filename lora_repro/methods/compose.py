@@ -1,0 +1,42 @@
+"""Methods applied together: LoRA+PE and LoRA+PL (Appendix E), or any list of registered methods.
+
+The cfg lists the sub-methods' own cfgs, applied in order with their own code (no copies):
+
+    name: lora_pe
+    methods: [{name: lora, r: 8, targets: [q, v]}, {name: prefix_embed, l_p: 8, l_i: 4}]
+
+Every method freezes what it does not train, so a later one would freeze an earlier one's parameters; what trains
+in the end is the union of what each sub-method trains. |Θ| is the sum of the parts (LoRA+PE on GPT-3 at
+r_q=r_v=8, l_p=8, l_i=4: 37,748,736 + 147,456).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from lora_repro.methods import get_method, register_method
+from lora_repro.models.families import Family
+
+COMPOSITIONS = ("compose", "lora_pe", "lora_pl")
+
+
+def apply_composition(model: nn.Module, cfg: dict, family: Family) -> None:
+    subs = cfg.get("methods")
+    if not isinstance(subs, (list, tuple)) or not subs:
+        raise ValueError(f"method {cfg.get('name')!r} composes methods: method.methods must be a non-empty list of "
+                         "method settings, e.g. [{name: lora, r: 8}, {name: prefix_embed, l_p: 8, l_i: 4}]")
+    names = [sub.get("name") if isinstance(sub, dict) else None for sub in subs]
+    if None in names or any(n in COMPOSITIONS for n in names):
+        raise ValueError(f"method.methods entries must be settings of registered methods with a name (not "
+                         f"compositions), got names {names}")
+    methods = [get_method(n) for n in names]  # unknown names fail before the model is touched
+    trained: list[nn.Parameter] = []
+    for sub, method in zip(subs, methods):
+        method(model, sub, family)
+        trained += [p for p in model.parameters() if p.requires_grad]
+    keep = {id(p) for p in trained}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+for _name in COMPOSITIONS:
+    register_method(_name)(apply_composition)

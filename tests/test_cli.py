@@ -1,0 +1,61 @@
+"""The command line as users run it: bad input fails in one line before anything is written; smoke runs work."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_cli(*args, tmp_path, env_extra=None, timeout=300):
+    env = {**os.environ, "LORA_REPRO_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lora_repro", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def results_files(tmp_path):
+    return sorted((tmp_path / "runs").rglob("results.json"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["task=nonexistent"], "Available options in 'task'"),
+    (["method=nonexistent"], "Available options in 'method'"),
+    (["model=nonexistent"], "Available options in 'model'"),
+    (["method.r=0", "smoke=true"], "method.r must be a positive integer"),
+    (["method.targets=[nonexistent_proj]", "smoke=true"], "matches no linear module"),
+    (["data_dir=/nonexistent/data"], "data folder /nonexistent/data does not exist"),
+])
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, expected):
+    result = run_cli(*args, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert results_files(tmp_path) == []
+
+
+def test_model_without_weights_names_the_settings(tmp_path):
+    result = run_cli("model=roberta-base", "task=rte", tmp_path=tmp_path,
+                     env_extra={"LORA_REPRO_DATA": str(tmp_path), "LORA_REPRO_MODELS": str(tmp_path)})
+    assert result.returncode != 0
+    assert "model.path=DIR" in result.stderr and "model.init=random" in result.stderr
+    assert results_files(tmp_path) == []
+
+
+def test_smoke_run_writes_a_self_describing_record_and_skips_when_done(tmp_path):
+    result = run_cli("task=rte", "method=lora", "smoke=true", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [path] = results_files(tmp_path)
+    record = json.loads(path.read_text())
+    assert record["status"] == "complete" and record["smoke"] is True
+    for key in ("config", "git", "model", "parameters", "curve", "best", "last", "wall_time_s", "hardware",
+                "memory", "versions", "primary_metric"):
+        assert key in record, key
+    assert record["parameters"]["trainable_without_head"] > 0
+    assert (path.parent / "method" / "method.safetensors").is_file()
+    before = path.stat().st_mtime_ns
+    again = run_cli("task=rte", "method=lora", "smoke=true", tmp_path=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stderr + again.stdout
+    assert path.stat().st_mtime_ns == before
