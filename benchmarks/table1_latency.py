@@ -1,4 +1,4 @@
-"""Table 1: forward latency of GPT-2 medium with the base weights, merged LoRA, unmerged LoRA, AdapterL, AdapterH.
+"""Table 1: forward latency of GPT-2 medium: base weights, merged LoRA, unmerged LoRA, AdapterL, AdapterH.
 
 The paper's grid is batch 32 / seq 512 / |Θ| 0.5M, 16 / 256 / 11M and 1 / 128 / 11M (|Θ|: trainable parameters of
 the adapter layers), 100 trials on a Quadro RTX8000. Here each grid point times all variants interleaved (one call
@@ -6,7 +6,7 @@ each per round, rotating who goes first), after warm-up, synchronising the GPU a
 median with its inter-quartile range and the overhead over the base model beside the paper's.
 
     python -m benchmarks.table1_latency --size full --device cuda     # the paper's grid (GPU)
-    python -m benchmarks.table1_latency --size small --device cpu     # the committed CPU report
+    python -m benchmarks.table1_latency --size small --device cpu --threads 1   # the committed CPU report
 
 Weights are random (built from conf/model/gpt2-medium.yaml's architecture): latency does not depend on them.
 Smaller sizes shrink the model and the sequence lengths and scale |Θ| with the body's size (layers x width²), so
@@ -31,11 +31,13 @@ PRESETS = {
     "tiny": {"overrides": {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 512, "n_positions": 64},
              "points": ((4, 32), (2, 16), (1, 8)), "trials": 3, "warmup": 1},
     "small": {"overrides": {"n_layer": 4, "n_embd": 128, "n_head": 4, "vocab_size": 1024, "n_positions": 256},
-              "points": ((32, 64), (16, 32), (1, 16)), "trials": 20, "warmup": 2},  # the grid's seq lengths / 8
+              # the grid's seq lengths / 8; cheaper points get more trials (a shared CPU is noisy)
+              "points": ((32, 64), (16, 32), (1, 16)), "trials": (30, 60, 300), "warmup": 2},
     "full": {"overrides": {}, "points": tuple((b, s) for _, b, s, _ in PAPER_POINTS), "trials": 100, "warmup": 10},
 }
-VARIANTS = ("base", "lora_merged", "lora_unmerged", "adapter_l", "adapter_h")
-PAPER_METHOD = {"base": "lora", "lora_merged": "lora", "adapter_l": "adapter_l", "adapter_h": "adapter_h"}
+VARIANTS = ("base", "lora_merged", "lora_merged_wrapped", "lora_unmerged", "adapter_l", "adapter_h")
+PAPER_METHOD = {"base": "lora", "lora_merged": "lora", "lora_merged_wrapped": "lora", "adapter_l": "adapter_l",
+                "adapter_h": "adapter_h"}
 LOCAL_ADAPTER_NOTE = ("AdapterL/AdapterH here are a LOCAL STAND-IN (benchmarks/table1_latency.py, _LocalBottleneck): "
                       "lora_repro.methods.adapters was not available when this ran.")
 
@@ -123,7 +125,7 @@ def lora_config() -> dict:
 def build_variants(base: nn.Module, point_index: int, overrides: dict, use_suite_adapters: bool,
                    seed: int) -> tuple[dict[str, nn.Module], dict]:
     from lora_repro.methods import apply_method
-    from lora_repro.methods.lora import lora_layers, merge_lora
+    from lora_repro.methods.lora import lora_layers, merge_and_unload, merge_lora
 
     models: dict[str, nn.Module] = {"base": bc.clone(base)}
     unmerged = bc.clone(base)
@@ -133,9 +135,10 @@ def build_variants(base: nn.Module, point_index: int, overrides: dict, use_suite
         for name, p in layer.named_parameters():
             if name.endswith("lora_B"):
                 nn.init.normal_(p, std=0.02)
-    merged = bc.clone(unmerged)
-    merge_lora(merged)
-    models["lora_merged"], models["lora_unmerged"] = merged, unmerged
+    wrapped = bc.clone(unmerged)
+    merge_lora(wrapped)  # W0 + BA in place, LoRA wrappers kept (switchable: unmerge_lora undoes it)
+    models["lora_merged"] = merge_and_unload(bc.clone(unmerged))  # the plain architecture again (deployment)
+    models["lora_merged_wrapped"], models["lora_unmerged"] = wrapped, unmerged
     body = overrides.get("n_layer", 24) * overrides.get("n_embd", 1024) ** 2
     target = PAPER_POINTS[point_index][3] * body / PAPER_BODY
     info = {"lora_params": adapter_params(unmerged), "adapter_target_params": target}
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = bc.setup(args)
     preset = PRESETS[args.size]
     trials = bc.positive(args.trials, "--trials") or preset["trials"]
+    per_point = trials if isinstance(trials, tuple) else (trials,) * len(preset["points"])
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
     overrides = preset["overrides"]
     use_suite = suite_has_adapters()
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             diff = (models["lora_merged"](input_ids=input_ids[:1]).logits
                     - models["lora_unmerged"](input_ids=input_ids[:1]).logits).abs().max().item()
         times = bc.time_interleaved({v: forward_fn(models[v], input_ids, device, args.precision) for v in VARIANTS},
-                                    trials, warmup, device)
+                                    per_point[index], warmup, device)
         stats = {v: bc.summarize(t) for v, t in times.items()}
         base_ms, base_min = stats["base"]["median_ms"], stats["base"]["min_ms"]
         point = {"batch": batch, "seq_len": seq, "paper_point": task, **info, "merged_vs_unmerged_max_abs_diff": diff}
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
             overhead = 100 * (s["median_ms"] / base_ms - 1)
             overhead_min = 100 * (s["min_ms"] / base_min - 1)  # the least-disturbed call, on a shared machine
             paper_ms, paper_pct = paper_numbers(variant, task)
-            params = {"lora_merged": info["lora_params"], "lora_unmerged": info["lora_params"],
+            params = {"lora_merged": info["lora_params"], "lora_merged_wrapped": info["lora_params"],
+                      "lora_unmerged": info["lora_params"],
                       "adapter_l": info["adapter_l_params"], "adapter_h": info["adapter_h_params"]}.get(variant, 0)
             rows.append({**point, "variant": variant, **s, "overhead_pct": overhead,
                          "overhead_pct_of_min": overhead_min, "trainable_params": params,
@@ -218,12 +223,15 @@ def main(argv: list[str] | None = None) -> dict:
         raw.append({"batch": batch, "seq_len": seq, "seconds": times})
         del models
     settings = {"size": args.size, "model": "gpt2-medium" + (f" shrunk {overrides}" if overrides else ""),
-                "precision": args.precision, "trials": trials, "warmup": warmup,
+                "precision": args.precision, "trials": list(per_point), "warmup": warmup,
                 "grid": [f"{b}x{s}" for b, s in preset["points"]], "threads": torch.get_num_threads(),
                 "lora": "r=4 alpha=32 on c_attn (q|k|v)",
                 "adapters": "lora_repro.methods (adapter_l, adapter_h)" if use_suite else "LOCAL STAND-IN"}
     notes = ["Overhead = median latency / base median - 1. The paper's 'Fine-Tune/LoRA' row is both the base model and "
-             "merged LoRA (0% by construction); unmerged LoRA has no paper row.",
+             "merged LoRA (0% by construction); unmerged LoRA has no paper row. lora_merged is "
+             "lora_repro.methods.lora.merge_and_unload (plain modules holding W0 + BA: the deployment form); "
+             "lora_merged_wrapped keeps the LoRA wrappers with merged weights (switchable, one Python call more per "
+             "adapted layer).",
              "Interleaved timing: every round calls each variant once, rotating the first, so drift hits all alike. "
              "Compare an overhead with the base's IQR/median before reading much into a small one; 'overhead (min)' "
              "compares the fastest calls, which other processes disturbed least.",

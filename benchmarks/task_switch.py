@@ -2,7 +2,7 @@
 does it take to merge a set into W0, unmerge it, or swap one task's set for another's, merged or not?
 
     python -m benchmarks.task_switch --size full --device cuda    # GPT-2 medium and large
-    python -m benchmarks.task_switch --size small --device cpu    # GPT-2 medium (paper size) on the CPU
+    python -m benchmarks.task_switch --size small --device cpu --threads 1   # GPT-2 medium (paper size), CPU
 
 Operations (each starts and ends unmerged; only the named part is timed, synchronised on the GPU):
 

@@ -2,7 +2,7 @@
 the fast path) vs peft's LoRA, on the same model, batch, targets and optimizer, timed side by side in one run.
 
     python -m benchmarks.train_throughput --size full --device cuda   # GPT-2 medium and large, batch 8 and 1, seq 512
-    python -m benchmarks.train_throughput --size small --device cpu   # the committed CPU report
+    python -m benchmarks.train_throughput --size small --device cpu --threads 1 [--precision bf16]   # CPU reports
 
 A step is forward (causal-LM loss on random tokens), backward, AdamW step, zero_grad. LoRA is r=4, alpha=32 on the
 fused q|k|v projection (c_attn) for both implementations, as in the issue's reference measurement. Variants:
@@ -32,7 +32,7 @@ TINY = {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 512, "n_positions
 SMALL = {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab_size": 2048, "n_positions": 256}
 PRESETS = {
     "tiny": {"models": (("gpt2-medium", TINY),), "points": ((4, 32), (1, 32)), "trials": 3, "warmup": 1},
-    "small": {"models": (("gpt2-medium", SMALL),), "points": ((8, 64), (1, 64)), "trials": 6, "warmup": 1},
+    "small": {"models": (("gpt2-medium", SMALL),), "points": ((8, 64), (1, 64)), "trials": 15, "warmup": 2},
     "full": {"models": (("gpt2-medium", {}), ("gpt2-large", {})), "points": ((8, 512), (1, 512)), "trials": 50,
              "warmup": 10},
 }

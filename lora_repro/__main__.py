@@ -14,14 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lora_repro.run import record_failure, run
-
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotImplementedError)
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
+    # imported here, in the job: a process that only submits a sweep (SLURM login node) never loads torch
+    from lora_repro.run import record_failure, run
+
     logging.getLogger("lora_repro").setLevel(logging.INFO)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     export_submitit_distributed_env()

@@ -137,7 +137,8 @@ def trainer_callbacks(directory: str | os.PathLike, save_at_epoch_end: bool) -> 
 
     The training loss is logged at every checkpoint: the Trainer logs the mean loss since its last log and a resumed
     run starts that mean afresh, so only logs that coincide with checkpoints make a resumed run log what an
-    uninterrupted one does.
+    uninterrupted one does. A step save that falls on the last step of an epoch waits for the epoch's evaluation:
+    the Trainer would save first, and a run resumed from there (at the epoch boundary) would never evaluate it.
     """
     from transformers import TrainerCallback
 
@@ -146,6 +147,9 @@ def trainer_callbacks(directory: str | os.PathLike, save_at_epoch_end: bool) -> 
             self.last_saved_step = -1
 
         def on_step_end(self, args, state, control, **kwargs):
+            epoch_ends = state.epoch is not None and float(state.epoch).is_integer()
+            if control.should_save and save_at_epoch_end and epoch_ends and args.eval_strategy == "epoch":
+                control.should_save = False  # saved by on_epoch_end, after the evaluation
             if control.should_save:
                 control.should_log = True
 

@@ -26,7 +26,7 @@ from lora_repro.methods.common import load_method_weights, parameter_counts, sav
 from lora_repro.methods.prefix import check_input_room
 from lora_repro.models import load_model, load_tokenizer, resolve_source, load_config
 from lora_repro.tasks import get_task
-from lora_repro.tracking import Tracker, start_tracking
+from lora_repro.tracking import Tracker, start_tracking, wandb_settings
 
 log = logging.getLogger("lora_repro")
 # keys that do not change what a run computes; they stay out of its identity
@@ -355,6 +355,7 @@ def run(cfg: DictConfig | dict) -> dict:
     if rs.is_complete(run_dir) and not cfg.get("force"):
         log.info("already complete, skipping: %s", run_dir)
         return rs.read_results(run_dir)
+    wandb_settings(cfg)  # a bad wandb.mode stops the job before anything is written
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     start = time.time()
@@ -374,10 +375,10 @@ def run(cfg: DictConfig | dict) -> dict:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
-    tracker = start_tracking(cfg, run_dir, {"config_id": record["config_id"]}, main_process=main)
-    exit_code = 1
+    tracker, exit_code = Tracker(), 1
     try:  # the wandb run is finished whatever happens (exit code 1 unless the job completed)
         try:
+            tracker = start_tracking(cfg, run_dir, {"config_id": record["config_id"]}, main_process=main)
             outcome = train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
         except BaseException as error:
             record.update(status="failed", error=f"{type(error).__name__}: {error}", wall_time_s=time.time() - start)

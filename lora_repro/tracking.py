@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger("lora_repro")
@@ -60,6 +61,7 @@ class WandbTracker(Tracker):
 
         class MirrorLogs(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
+                run.define_metric("train/global_step")
                 run.define_metric("*", step_metric="train/global_step", step_sync=True)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
@@ -80,22 +82,22 @@ class WandbTracker(Tracker):
             self.run.finish(exit_code=exit_code)
 
 
-def start_tracking(cfg: dict, run_dir: str | Path, run_id_extra: dict | None = None,
+def start_tracking(cfg: dict, run_dir: str | Path, extra_config: dict | None = None,
                    main_process: bool = True) -> Tracker:
-    """Open the wandb run of this job (or a no-op tracker); call ``finish`` in a ``finally``."""
+    """Open the wandb run of this job (or a no-op tracker); call ``finish`` in a ``finally``.
+
+    ``extra_config`` (e.g. the config id) joins the resolved config; non-main processes get the no-op tracker."""
     settings = wandb_settings(cfg)
     if settings["mode"] == "disabled" or not main_process:
         return Tracker()
-    import os
-
     import wandb
 
     directory = Path(settings["dir"] or os.environ.get("WANDB_DIR") or run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tags = [str(t) for t in (settings["tags"] or [])]
-    tags += [str(t) for t in (cfg.get("experiment"), (run_id_extra or {}).get("config_id")) if t]
+    tags += [str(t) for t in (cfg.get("experiment"), (extra_config or {}).get("config_id")) if t]
     tags += ["smoke"] if cfg.get("smoke") else []
-    config = {**cfg, **(run_id_extra or {}), "run_dir": str(run_dir)}
+    config = {**cfg, **(extra_config or {}), "run_dir": str(run_dir)}
     run = wandb.init(mode=settings["mode"], project=settings["project"], entity=settings["entity"],
                      group=settings["group"] or wandb_group(cfg), name=f"seed{cfg['seed']}", job_type="train",
                      id=wandb_run_id(run_dir), resume="allow", dir=str(directory), tags=tags,

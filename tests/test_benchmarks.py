@@ -82,9 +82,11 @@ def test_table1_latency_tiny(tmp_path):
     assert all(positive_finite(r["median_ms"]) and r["n"] == 2 for r in rows)
     assert all(r["merged_vs_unmerged_max_abs_diff"] < 1e-4 for r in rows)  # merging kept the function
     # adapters hold the paper's share of parameters at each point (0.5M, then 11M in GPT-2 medium)
-    small, large = rows[0]["adapter_h_params"], rows[5]["adapter_h_params"]
+    small, large = rows[0]["adapter_h_params"], rows[len(table1_latency.VARIANTS)]["adapter_h_params"]
     assert 0 < small < large
-    assert rows[3]["paper_latency_ms"] == 1482.0 and rows[4]["paper_overhead_pct"] == 3.0
+    first = {r["variant"]: r for r in rows[:len(table1_latency.VARIANTS)]}
+    assert first["adapter_l"]["paper_latency_ms"] == 1482.0 and first["adapter_h"]["paper_overhead_pct"] == 3.0
+    assert first["lora_unmerged"]["paper_latency_ms"] is None
     assert len(table_rows(markdown, "Latency")) == len(rows)
 
 
@@ -252,3 +254,16 @@ def test_attn_implementation_switch(tiny_gpt2):
     assert tiny_gpt2.config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="attn_implementation"):
         apply_fast_path(tiny_gpt2, fast_cfg(attn_implementation="no_such_kernel"))
+
+
+def test_merge_and_unload_gives_the_plain_architecture(tiny_gpt2):
+    from lora_repro.methods.lora import lora_layers, merge_and_unload
+
+    model = with_lora(tiny_gpt2)
+    ids = torch.randint(0, 100, (2, 10))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        plain = merge_and_unload(model)
+        assert not list(lora_layers(plain))
+        assert type(plain.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+        assert torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-5)

@@ -35,6 +35,32 @@ def test_slurm_launcher_config_wraps_submitit_slurm_with_the_cluster_fields():
     assert any("OMP_NUM_THREADS=8" in line for line in launcher["setup"])  # interpolated from cpus_per_task
 
 
+def test_slurm_launcher_writes_the_sbatch_script_of_a_job_array(tmp_path, monkeypatch):
+    """The real SlurmLauncher.launch with our config, stopped at the sbatch call (no SLURM here)."""
+    import submitit
+    from hydra.utils import instantiate
+
+    class Submitted(Exception):
+        pass
+
+    def capture(executor, command):
+        raise Submitted(executor._make_submission_file_text(command, "uid"))
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were here
+    monkeypatch.setattr(submitit.SlurmExecutor, "_submit_command", capture)
+    cfg = composed(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lora",
+                    f"output_root={tmp_path}"], hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg
+    with pytest.raises(Submitted) as submitted:
+        launcher.launch([["seed=0"], ["seed=1"], ["seed=2"]], initial_job_idx=0)
+    sbatch = submitted.value.args[0]
+    for line in ("--partition=gpu", "--account=lora", "--gpus-per-node=1", "--array=0-2%3", "--time=720",
+                 "--mem=64GB", "--cpus-per-task=8", "--signal=USR2@300", "export OMP_NUM_THREADS=8"):
+        assert line in sbatch, f"{line} not in:\n{sbatch}"
+    assert str(tmp_path / ".hydra") in sbatch  # job logs under the sweep folder
+
+
 def test_local_launcher_config_wraps_submitit_local():
     launcher = composed(["hydra/launcher=local"], hydra_config=True).hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.LocalLauncher")

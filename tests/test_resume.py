@@ -127,6 +127,26 @@ def test_checkpoint_frequency_is_not_part_of_the_run_identity():
     assert config_id(cfg) != config_id({**cfg, "trainer": {"lr": 2e-3, "save_steps": 7}})
 
 
+def test_a_checkpoint_at_an_epoch_end_holds_that_epochs_evaluation(tmp_path, monkeypatch):
+    """save_steps=4 with 8 steps per epoch: the step save at step 8 must wait for the epoch-end evaluation, or a run
+    resumed from checkpoint-8 (at the epoch boundary) would have no evaluation of epoch 1 in its curve."""
+    from hydra import compose, initialize_config_dir
+
+    from lora_repro.run import run
+
+    monkeypatch.delenv("LORA_REPRO_DATA", raising=False)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(config_name="config", overrides=[
+            "smoke=true", "data_source=local", "trainer.batch_size=4", "trainer.epochs=1", "trainer.save_steps=4",
+            "trainer.keep_checkpoints=true", f"output_root={tmp_path}"])
+    record = run(cfg)
+    (kept,) = ckpt.checkpoint_dirs(Path(record["run_dir"]) / "checkpoints")
+    assert kept.name == "checkpoint-8" and ckpt.verify_checkpoint(kept) is None
+    history = json.loads((kept / "trainer_state.json").read_text())["log_history"]
+    assert any(e.get("step") == 8 and "eval_loss" in e for e in history), history
+    assert [e["step"] for e in record["curve"]] == [8]
+
+
 # --- real processes -------------------------------------------------------------------------------------------
 
 # Runs ``python -m lora_repro`` with one Trainer method patched to SIGKILL the process at a given step: inside a

@@ -36,7 +36,7 @@ from lora_repro.models.families import Family
 
 ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 INITS = ("zero_up", "houlsby")
-PLACEMENTS = {  # variant -> sites per block; "attention"/"ffn": after the o/fc2 projection, "block": block output
+PLACEMENTS = {  # placement -> sites per block; "attention"/"ffn": after the o/fc2 projection, "block": block output
     "houlsby": ("attention", "ffn"),
     "lin": ("block",),
     "pfeiffer": ("ffn_pfeiffer",),

@@ -19,14 +19,12 @@ def freeze(model: nn.Module) -> None:
 
 
 def is_head(model: nn.Module, param_name: str) -> bool:
-    """The task head is whatever sits outside the pretrained body (e.g. ``classifier.*``). For causal LMs the
-    output layer is tied to the input embeddings and belongs to the body."""
+    """The task head is whatever sits outside the pretrained body (e.g. ``classifier.*``). A causal LM's output
+    layer is pretrained (usually tied to the input embeddings), so it is body, not head."""
     prefix = getattr(model, "base_model_prefix", "")
-    if not prefix or not hasattr(model, prefix) or prefix == param_name.split(".")[0]:
+    if not prefix or not hasattr(model, prefix):
         return False
-    if param_name.startswith("lm_head.") and getattr(model.config, "tie_word_embeddings", False):
-        return False
-    return not param_name.startswith("lm_head.")
+    return param_name.split(".")[0] not in (prefix, "lm_head")
 
 
 def unfreeze_head(model: nn.Module) -> None:

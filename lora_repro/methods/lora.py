@@ -105,6 +105,17 @@ def unmerge_lora(model: nn.Module) -> None:
         layer.unmerge()
 
 
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """For deployment: merge every LoRA layer and put its base layer back, leaving the plain architecture with
+    W0 + BA in place (no wrapper call per layer, the paper's "no additional inference latency"). The LoRA
+    parameters are dropped; keep a saved copy to switch tasks later."""
+    for name, layer in list(lora_layers(model)):
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.base)
+    return model
+
+
 @contextlib.contextmanager
 def lora_disabled(model: nn.Module):
     """Run the pretrained model: unmerge and switch the LoRA branches off, restore on exit."""

@@ -13,8 +13,10 @@ everything), and the Section 5.1 closed formula. A note explains every disagreem
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +41,8 @@ class Setting:
     note: str = ""
 
 
-# Rows that carry no `config` in paper_numbers.yaml. Settings are the paper's (Appendix D) unless a note says why not.
+# Per-row settings (over the method yaml) and notes. Rows without a printed `config` (paper_numbers.yaml) need their
+# settings here; they are the paper's (Appendix D) unless the note says why not.
 SETTINGS: dict[tuple, Setting] = {
     (2, "roberta-base", "full_ft", None): Setting(
         note="The printed 125.0M is RoBERTa-base's nominal size (prior work); ours: body + 2-label head."),
@@ -128,7 +131,12 @@ def architecture(model: str) -> dict:
 
 
 def build_on_meta(model: str, classifier: bool):
-    """The paper model from its config alone, parameters on the meta device (shapes only)."""
+    """The paper model from its config alone, parameters on the meta device (shapes only); a fresh copy per call."""
+    return copy.deepcopy(_built_on_meta(model, classifier))
+
+
+@functools.cache
+def _built_on_meta(model: str, classifier: bool):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     arch = architecture(model)
@@ -227,10 +235,10 @@ def formula(method: str, cfg: dict, d: int, n_layers: int) -> tuple[int | None, 
 def printed_unit(printed: str) -> tuple[float, int]:
     """'0.35M' -> (1e6, 2); '175,255.8M' -> (1e6, 1); '175B' -> (1e9, 0): the unit and decimals printed."""
     text = printed.replace(",", "").replace(" ", "")
-    match = re.fullmatch(r"(\d+(?:\.(\d+))?)([MB])", text)
-    if not match:
+    found = re.fullmatch(r"(\d+(?:\.(\d+))?)([MB])", text)
+    if not found:
         raise ValueError(f"unreadable printed parameter count {printed!r}")
-    return (1e6 if match.group(3) == "M" else 1e9), len(match.group(2) or "")
+    return (1e6 if found.group(3) == "M" else 1e9), len(found.group(2) or "")
 
 
 def prints_as(count: int | None, printed: str) -> bool:
@@ -353,7 +361,7 @@ def _describe(method: str, cfg: dict) -> str:
 
 def count_tables(tables: tuple[int, ...] = DEFAULT_TABLES) -> pd.DataFrame:
     rows = [count_row(row) for table in tables for row in paper_rows(table) if row.get("trainable_params")]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"head": "Int64", "formula": "Int64"})
 
 
 # ------------------------------------------------------------------------------------------------ report
