@@ -21,8 +21,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "results" / "benchmarks"
 SIZES = ("tiny", "small", "full")
-SIZE_HELP = ("tiny: seconds on a CPU (what the tests run); small: the committed CPU report (about 1-3 minutes on "
-             "2 cores); full: the paper's settings, meant for a GPU")
+SIZE_HELP = ("tiny: seconds on a CPU (what the tests run); small: the committed CPU reports (1-10 minutes on 2 "
+             "shared cores); full: the paper's settings, meant for a GPU")
 CPU_NOTE = ("CPU only: no GPU was available for this run, so these are CPU numbers at a reduced size. The full-size "
             "GPU numbers come from the command with `--size full --device cuda`; none are reported here.")
 

@@ -1,7 +1,7 @@
 """The quickstart's LoRA training speed against plain transformers + peft, same task and settings, on this machine.
 
     python -m benchmarks.cpu_vs_peft --size small     # MiniLM-L6 (real weights), MRPC, 6 steps x 4 repeats each
-    python -m benchmarks.cpu_vs_peft --size full      # the same, 30 steps x 4 repeats each (~15 min on 2 cores)
+    python -m benchmarks.cpu_vs_peft --size full      # the same, 30 steps x 4 repeats each (about an hour on 2 busy cores)
     python -m benchmarks.cpu_vs_peft --size tiny      # smoke model and data: seconds (what the tests run)
 
 Both sides train the same pretrained model on the same tokenised examples with the same ``transformers.Trainer``
@@ -24,7 +24,7 @@ from benchmarks import common as bc
 BENCHMARK = "cpu_vs_peft"
 PRESETS = {
     "tiny": {"smoke": True, "steps": 4, "repeats": 2, "skip": 1, "train_examples": 64},
-    # small: short alternations (6 steps, 4 repeats per side) so drift on a shared machine cancels; ~3 minutes
+    # small: short alternations (6 steps, 4 repeats per side) so drift on a shared machine cancels
     "small": {"smoke": False, "steps": 6, "repeats": 4, "skip": 1, "train_examples": 512},
     "full": {"smoke": False, "steps": 30, "repeats": 4, "skip": 2, "train_examples": 512},
 }

@@ -10,7 +10,7 @@ E2E/WebNLG/DART: beam 10, length penalty 0.9 / 0.8 / 0.8, no-repeat n-gram 4, 64
 
 * ``hf`` (default): transformers' beam search. In transformers 5 a finished hypothesis scores
   ``sum(log p) / L ** length_penalty`` with L the number of *generated* tokens including EOS (prompt excluded;
-  transformers before ~4.30 counted the prompt too). Search stops early (``early_stopping=False``) once no running
+  older 4.x releases divided by the whole sequence, prompt included; tests/test_generation.py checks the formula). Search stops early (``early_stopping=False``) once no running
   beam, at its current length, can beat the worst of the ``num_beams`` finished ones; the no-repeat n-gram rule looks
   at prompt + output, so an output cannot repeat a 4-gram of its own context.
 * ``loralib``: what microsoft/LoRA's ``gpt2_beam.py`` did. Its normalisation is the same ``score / len ** lp`` with
@@ -335,7 +335,13 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     out_dir = run_dir / GENERATIONS_DIR
     main = is_main_process()
     train = training_dataset(splits[spec.train_split], tokenizer, max_len)
-    evals = {s: training_dataset(splits[s], tokenizer, max_len, every_reference=True) for s in spec.eval_splits}
+    # trainer.eval_loss=false skips the per-epoch loss on the eval splits (every reference of every input: on a CPU
+    # that can cost more than the training); decoding then happens once, after training
+    eval_loss = t.get("eval_loss", True)
+    if t.get("decode_every_epoch") and not eval_loss:
+        raise ValueError("trainer.decode_every_epoch=true decodes at each evaluation and needs trainer.eval_loss=true")
+    evals = ({s: training_dataset(splits[s], tokenizer, max_len, every_reference=True) for s in spec.eval_splits}
+             if eval_loss else {})
 
     def decode(tag: str) -> dict[str, float]:
         out = {}
@@ -362,10 +368,11 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
         output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
         learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
         per_device_eval_batch_size=t.get("eval_batch_size", 16), num_train_epochs=t["epochs"], max_steps=max_steps,
-        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay", 0.0),
+        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay") or 0.0,
         lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
         label_smoothing_factor=t.get("label_smoothing", 0.0), prediction_loss_only=True,
-        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
+        eval_strategy=("steps" if max_steps > 0 else "epoch") if eval_loss else "no",
+        eval_steps=max_steps if max_steps > 0 else None,
         save_strategy=("steps" if save_steps else "epoch") if save else "no", save_steps=save_steps,
         save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
         logging_strategy="epoch" if max_steps <= 0 else "steps",
@@ -374,6 +381,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
         train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
         torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
         disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        average_tokens_across_devices=True,  # token-level mean over all processes (the causal-LM loss divides by it)
     )
     tracker = tracker or Tracker()
     callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
@@ -381,7 +389,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     every_epoch = DecodeOnEvaluate(lambda step: decode(f".step{step}")) if t.get("decode_every_epoch") else None
     if every_epoch:
         callbacks.append(every_epoch.callback)
-    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=train, eval_dataset=evals,
+    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=train, eval_dataset=evals or None,
                                 data_collator=CausalLMCollator(tokens.pad), callbacks=callbacks)
     if every_epoch:
         every_epoch.trainer = trainer
@@ -391,8 +399,8 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     step = trainer.state.global_step
     history = list(trainer.state.log_history)
-    if not any(e.get("step") == step and any(k.startswith("eval_") and k.endswith("_loss") for k in e)
-               for e in history):  # a run shorter than one epoch still gets its loss
+    if eval_loss and not any(e.get("step") == step and any(k.startswith("eval_") and k.endswith("_loss") for k in e)
+                             for e in history):  # a run shorter than one epoch still gets its loss
         history.append({**trainer.evaluate(), "epoch": trainer.state.epoch, "step": step})
     if every_epoch and step in every_epoch.done:  # the last evaluation decoded these weights already
         final = {}

@@ -132,6 +132,9 @@ def test_analysis_pairs_runs_and_writes_every_artefact(smoke_analysis: Path) -> 
             np.testing.assert_allclose(grid[:, -1], 1.0, atol=1e-5)
             assert module["phi_1_1"] == pytest.approx(float(grid[0, 0]), abs=1e-6)
             assert grids[f"{pair['pair_id']}|{module['site']}|random"].shape == grid.shape
+            # the runs' initial A's, rebuilt: A0_64 spans R^32 too
+            np.testing.assert_allclose(grids[f"{pair['pair_id']}|{module['site']}|init"][:, -1], 1.0, atol=1e-5)
+            assert 0 <= module["init_phi_1_1"] <= 1 + 1e-6
 
 
 def test_amplification_and_spectra_rows_are_consistent(smoke_analysis: Path) -> None:

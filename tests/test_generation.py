@@ -140,6 +140,25 @@ def test_gpt2_targets_q_v_adapt_slices_of_c_attn_with_the_papers_count():
     assert torch.allclose(unmerged, merged, atol=1e-4)
 
 
+def test_fused_lora_checkpoint_round_trips(tmp_path):
+    from lora_repro.analysis.checkpoint import iter_lora_modules
+    from lora_repro.methods.common import load_method_weights, save_method_weights
+    from safetensors.torch import load_file
+
+    cfg = {"name": "lora", "r": 4, "alpha": 32, "targets": ["q", "v"]}
+    model = apply_method(tiny_gpt2(), cfg)
+    for _, layer in lora_layers(model):
+        randomise(layer)
+    save_method_weights(model, tmp_path, cfg, "tiny-gpt2")
+    fresh = load_method_weights(tiny_gpt2(), tmp_path)
+    batch = torch.randint(4, 40, (2, 6))
+    with torch.no_grad():
+        assert torch.allclose(model(batch).logits, fresh(batch).logits, atol=1e-6)
+    # the analyses see Delta W_q and Delta W_v of each layer as separate rank-r pairs
+    names = [m.name for m in iter_lora_modules(load_file(str(tmp_path / "method.safetensors")))]
+    assert sorted(names) == sorted(f"transformer.h.{i}.attn.c_attn.lora.{s}" for i in range(2) for s in "qv")
+
+
 def test_gpt2_whole_qkv_still_available_and_mixing_is_an_error():
     model = tiny_gpt2()
     names = inject_lora(model, ["qkv"], r=2, alpha=2, family=FAMILIES["gpt2"])
@@ -192,7 +211,8 @@ def test_only_target_tokens_contribute_to_the_loss(tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2))
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1,
+                                       n_head=2)).eval()  # no dropout: two forward passes must agree
     rows = encode_pairs(tokenizer, ["name : Aromi | Type : pub", "name : Aromi"], ["Aromi is a pub .", "a pub"], 64)
     batch = CausalLMCollator(special_tokens(tokenizer).pad)([{"input_ids": i, "labels": l} for i, l in
                                                             zip(rows["input_ids"], rows["labels"])])
@@ -226,12 +246,13 @@ def e2e_folder(tmp_path: Path) -> Path:
 def test_references_are_grouped_per_input_and_train_has_one_row_per_reference(tmp_path):
     spec = get_task("e2e")
     test = spec.load("test", str(e2e_folder(tmp_path)))
-    assert test["context"] == ["name : Aromi | Type : pub", "name : Bibimbap | price : £ 20 - 25"]
-    assert test["references"] == [["Aromi is a pub.", "Aromi, a pub.", "There is a pub called Aromi."],
+    assert list(test["context"]) == ["name : Aromi | Type : pub", "name : Bibimbap | price : £ 20 - 25"]
+    assert list(test["references"]) == [["Aromi is a pub.", "Aromi, a pub.", "There is a pub called Aromi."],
                                   ["Bibimbap costs £20-25."]]
     train = spec.load("train", str(tmp_path))
     assert len(train) == 4 and train["target"][2] == "Aromi, a pub."
-    losses = training_dataset(test, word_tokenizer(test["context"] + train["target"]), 64, every_reference=True)
+    losses = training_dataset(test, word_tokenizer(list(test["context"]) + list(train["target"])), 64,
+                              every_reference=True)
     assert len(losses) == 4  # the validation loss sees every reference
 
 
@@ -277,8 +298,8 @@ def test_wikisql_sample_becomes_schema_question_and_sql(tmp_path):
         '"sql": {"sel": 0, "agg": 3, "conds": [[1, 0, "7"]]}}\n')
     (tmp_path / "wikisql" / "dev.tables.jsonl").write_text('{"id": "1-1", "header": ["City", "Code"]}\n')
     rows = get_task("wikisql").load("validation", str(tmp_path))
-    assert rows["context"] == ["Table: City | Code\nQuestion: Which city has code 7?"]
-    assert rows["references"] == [["SELECT COUNT City FROM table WHERE Code = 7"]]
+    assert list(rows["context"]) == ["Table: City | Code\nQuestion: Which city has code 7?"]
+    assert list(rows["references"]) == [["SELECT COUNT City FROM table WHERE Code = 7"]]
     score = get_task("wikisql").score
     assert score(["select count city from table where code = 7"], rows["references"])["accuracy"] == 100.0
 
@@ -327,17 +348,25 @@ def test_loralib_no_repeat_rule_ignores_the_prompt():
     assert GeneratedNoRepeatNGram(2, prompt_len=4)(repeated, scores.clone())[0, 2] == float("-inf")
 
 
-def test_hf_length_penalty_divides_by_the_generated_length_only():
-    """The docs' claim: transformers 5 scores a hypothesis sum(log p) / (generated tokens) ** length_penalty."""
+def test_hf_length_penalty_divides_by_the_generated_length_with_eos():
+    """The docs' claim: transformers 5 scores a finished hypothesis sum(log p) / L ** length_penalty, L = generated
+    tokens including EOS, prompt excluded (loralib's score / len ** lp with the same len)."""
     model = tiny_gpt2()
+    torch.manual_seed(5)
     prompt = torch.randint(4, 40, (1, 9))
+    greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False,
+                            pad_token_id=0)
+    eos = int(greedy[0, prompt.shape[1] + 1])  # a token the model emits early: hypotheses end with it
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), num_beams=3, length_penalty=0.8,
-                         max_new_tokens=5, do_sample=False, eos_token_id=3, pad_token_id=0, output_scores=True,
+                         max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=0, output_scores=True,
                          return_dict_in_generate=True)
+    generated = out.sequences[0, prompt.shape[1]:]
+    assert int(generated[-1]) == eos and len(generated) < 12  # finished on EOS, EOS kept in the sequence
     transition = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
-    length = out.sequences.shape[1] - prompt.shape[1]
-    assert torch.allclose(out.sequences_scores, transition.sum(1) / length ** 0.8, atol=1e-4)
-    assert not torch.allclose(out.sequences_scores, transition.sum(1) / out.sequences.shape[1] ** 0.8, atol=1e-4)
+    total = transition.sum(1)
+    assert torch.allclose(out.sequences_scores, total / len(generated) ** 0.8, atol=1e-5)
+    assert not torch.allclose(out.sequences_scores, total / (len(generated) - 1) ** 0.8, atol=1e-5)
+    assert not torch.allclose(out.sequences_scores, total / out.sequences.shape[1] ** 0.8, atol=1e-5)
 
 
 @pytest.mark.parametrize("style", ["hf", "loralib"])

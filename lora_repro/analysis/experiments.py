@@ -185,7 +185,7 @@ def _site_order(name: str) -> tuple:
 
 @dataclass(frozen=True)
 class BaseWeights:
-    """W (out x in, as ΔW = BA is laid out) and A at initialisation (None when it could not be rebuilt)."""
+    """W (out x in, as ΔW = BA is laid out) and A at initialisation (None when a caller has only W)."""
 
     W: torch.Tensor
     A0: torch.Tensor | None
@@ -262,11 +262,15 @@ def seed_pairs(runs: Sequence[LoraRun]) -> list[tuple[LoraRun, LoraRun]]:
 # ---------------------------------------------------------------- the analyses
 
 
-def subspace_pair(run_a: LoraRun, run_b: LoraRun, baseline_seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+def subspace_pair(run_a: LoraRun, run_b: LoraRun, baseline_seed: int = 0,
+                  inits: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
     """φ(A_a, A_b, i, j) per shared module (Figures 3 and 4), with two random Gaussian A's of the same shapes.
 
     Returns (summary, arrays): summary rows per site with φ(1,1), φ(1, max_j), φ(m, m) (m = min of the two ranks)
-    beside their random expectation max(i, j) / k; arrays hold the grids (float32).
+    beside their random expectation max(i, j) / k; arrays hold the grids (float32). With `inits` (A0 per module
+    name of each run, from base_weights) the same numbers for the two initial A's are added ("init_*", "|init"):
+    what the overlap would be had training changed nothing (e.g. same seed: A_8's first rows can be A_64's).
     """
     pair_id = f"{run_a.run_id}__vs__{run_b.run_id}"
     shared = sorted(set(run_a.modules) & set(run_b.modules), key=_site_order)
@@ -287,11 +291,17 @@ def subspace_pair(run_a: LoraRun, run_b: LoraRun, baseline_seed: int = 0) -> tup
         arrays[f"{pair_id}|{key}"] = grid.numpy().astype(np.float32)
         arrays[f"{pair_id}|{key}|random"] = random_grid.numpy().astype(np.float32)
         layer, module = module_site(name)
-        rows.append({"site": key, "layer": layer, "module": module, "name": name, "k": k, "max_i": max_i,
-                     "max_j": max_j, "phi_1_1": float(grid[0, 0]), "phi_1_max": float(grid[0, -1]),
-                     "phi_m_m": float(grid[m - 1, m - 1]), "m": m, "random_1_1": float(random_grid[0, 0]),
-                     "random_m_m": float(random_grid[m - 1, m - 1]), "expected_random_1_1": 1 / k,
-                     "expected_random_1_max": max_j / k, "expected_random_m_m": m / k})
+        row = {"site": key, "layer": layer, "module": module, "name": name, "k": k, "max_i": max_i,
+               "max_j": max_j, "phi_1_1": float(grid[0, 0]), "phi_1_max": float(grid[0, -1]),
+               "phi_m_m": float(grid[m - 1, m - 1]), "m": m, "random_1_1": float(random_grid[0, 0]),
+               "random_m_m": float(random_grid[m - 1, m - 1]), "expected_random_1_1": 1 / k,
+               "expected_random_1_max": max_j / k, "expected_random_m_m": m / k}
+        if inits is not None and name in inits[0] and name in inits[1]:
+            init_grid = subspace_similarity_grid(inits[0][name], inits[1][name], max_i=max_i, max_j=max_j)
+            arrays[f"{pair_id}|{key}|init"] = init_grid.numpy().astype(np.float32)
+            row.update(init_phi_1_1=float(init_grid[0, 0]), init_phi_1_max=float(init_grid[0, -1]),
+                       init_phi_m_m=float(init_grid[m - 1, m - 1]))
+        rows.append(row)
     summary = {"pair_id": pair_id, "a": run_a.run_id, "b": run_b.run_id, "r_a": run_a.r, "r_b": run_b.r,
                "seed_a": run_a.seed, "seed_b": run_b.seed, "run_dir_a": str(run_a.run_dir),
                "run_dir_b": str(run_b.run_dir), "modules": rows}
@@ -366,8 +376,9 @@ def w_vs_delta_w_of_run(run: LoraRun, weights: dict[str, BaseWeights], max_w_dir
             grid = similarity_grid_of_bases(singular_directions(dW, side, n_delta), singular_directions(W, side, n_w))
             random_grid = similarity_grid_of_bases(singular_directions(dW, side, n_delta),
                                                    singular_directions(random_matrix, side, n_w))
-            arrays[f"{run.run_id}|{key}|{side}"] = grid.numpy().astype(np.float32)
-            arrays[f"{run.run_id}|{key}|{side}|random"] = random_grid.numpy().astype(np.float32)
+            # float16 (3 significant digits, plenty for a heatmap of values in [0, 1]) keeps the file small
+            arrays[f"{run.run_id}|{key}|{side}"] = grid.numpy().astype(np.float16)
+            arrays[f"{run.run_id}|{key}|{side}|random"] = random_grid.numpy().astype(np.float16)
             i, j = min(4, n_delta), min(tenth, n_w)
             row[f"{side}_phi_top{i}_vs_top{j}"] = float(grid[i - 1, j - 1])
             row[f"{side}_random_top{i}_vs_top{j}"] = float(random_grid[i - 1, j - 1])
@@ -482,22 +493,47 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
                 "runs": [run.describe() for run in runs], "skipped": skipped, "analyses": list(analyses), "files": {}}
     sections = [f"# Section 7 analysis: {', '.join(map(str, manifest['labels']['experiments']))}\n", _header(manifest)]
 
+    # W (and A0) need the base model rebuilt: one run at a time, keeping only the small A0's for the subspace pairs
+    amp_rows, w_rows, w_arrays, inits = [], [], {}, {}
+    if any(a in analyses for a in NEEDS_BASE):
+        manifest["skipped_base"] = []
+        for run in runs:
+            log.info("rebuilding the base model of %s", run.run_dir)
+            try:
+                weights = base_weights(run)
+            except (ValueError, FileNotFoundError, OSError) as error:  # one unbuildable run must not sink the rest
+                manifest["skipped_base"].append(f"{run.run_dir}: {type(error).__name__}: {error}")
+                log.error("no W for %s: %s", run.run_dir, error)
+                continue
+            inits[run.run_dir] = {name: base.A0 for name, base in weights.items() if base.A0 is not None}
+            if "amplification" in analyses:
+                amp_rows += amplification_of_run(run, weights)
+            if "w_vs_delta_w" in analyses:
+                run_rows, run_arrays = w_vs_delta_w_of_run(run, weights, max_w_directions)
+                w_rows += run_rows
+                w_arrays.update(run_arrays)
+            del weights
+
     if "subspace" in analyses:
         summaries, arrays = [], {}
         for kind, pairs in (("rank", rank_pairs(runs)), ("seed", seed_pairs(runs))):
             for a, b in pairs:
-                summary, grids = subspace_pair(a, b)
+                pair_inits = (inits[a.run_dir], inits[b.run_dir]) if a.run_dir in inits and b.run_dir in inits else None
+                summary, grids = subspace_pair(a, b, inits=pair_inits)
                 summaries.append({"kind": kind, **summary})
                 arrays.update(grids)
         rs.write_json_atomic(out_dir / "subspace.json", summaries)
         manifest["files"]["subspace"] = _files("subspace.json", _save_npz(out_dir / "subspace.npz", arrays))
         sections.append("## Subspace similarity φ(A_a, A_b, i, j) (Figures 3, 4)\n")
         sections.append("Pairs that differ only in r (Figure 3) or only in the seed (Figure 4). expected_* = "
-                        "max(i, j)/k, the mean for random subspaces; random_* = two Gaussian A's of the same shapes.\n")
-        for s in summaries:
-            sections.append(f"\n### {s['kind']} pair: {s['a']} vs {s['b']}\n")
-            sections.append(_markdown(s["modules"], ("site", "phi_1_1", "expected_random_1_1", "phi_1_max",
-                                                      "expected_random_1_max", "m", "phi_m_m", "random_m_m")))
+                        "max(i, j)/k, the mean for random subspaces; random_* = two Gaussian A's of the same shapes; "
+                        "init_* = the same φ between the two runs' A at initialisation (rebuilt), when available.\n")
+        columns = ("site", "phi_1_1", "init_phi_1_1", "expected_random_1_1", "phi_1_max", "init_phi_1_max",
+                   "expected_random_1_max", "m", "phi_m_m", "init_phi_m_m", "random_m_m")
+        for summary in summaries:
+            sections.append(f"\n### {summary['kind']} pair: {summary['a']} vs {summary['b']}\n")
+            shown = [c for c in columns if any(c in row for row in summary["modules"])]
+            sections.append(_markdown(summary["modules"], shown))
         if not summaries:
             sections.append("_no pair of runs differs only in r or only in the seed_\n")
 
@@ -513,44 +549,27 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
                      _markdown(rows, ("run_id", "site", "r", "numerical_rank", "effective_rank", "sigma_1_share",
                                       "delta_w_fro"))]
 
-    if any(a in analyses for a in NEEDS_BASE):
-        amp_rows, w_rows, w_arrays = [], [], {}
-        manifest["skipped_base"] = []
-        for run in runs:
-            log.info("rebuilding the base model of %s", run.run_dir)
-            try:
-                weights = base_weights(run)
-            except (ValueError, FileNotFoundError, OSError) as error:  # one unbuildable run must not sink the rest
-                manifest["skipped_base"].append(f"{run.run_dir}: {type(error).__name__}: {error}")
-                log.error("no W for %s: %s", run.run_dir, error)
-                continue
-            if "amplification" in analyses:
-                amp_rows += amplification_of_run(run, weights)
-            if "w_vs_delta_w" in analyses:
-                run_rows, run_arrays = w_vs_delta_w_of_run(run, weights, max_w_directions)
-                w_rows += run_rows
-                w_arrays.update(run_arrays)
-        if "amplification" in analyses:
-            rs.write_json_atomic(out_dir / "amplification.json", {"rows": amp_rows, "paper": paper_table7()})
-            manifest["files"]["amplification"] = ["amplification.json"]
-            sections += ["\n## Table 7: ||U^T W V||_F for the top-r directions of ΔW, W, random; amplification\n",
-                         _markdown(amp_rows, ("run_id", "site", "r_used", "w_fro", "delta_w_fro", "proj_delta_w",
-                                              "proj_w", "proj_random", "amplification", "a_change_rel",
-                                              "phi_a_vs_init")),
-                         "\n" + _paper_table7_markdown(), "\n### Median over layers, per module and r\n",
-                         _markdown(_median_amplification(amp_rows), ("module", "r_used", "n_layers", "delta_w_fro",
-                                                                     "proj_delta_w", "proj_w", "proj_random",
-                                                                     "amplification"))]
-        if manifest["skipped_base"]:
-            sections += ["\n**Runs without W (no Table 7 / Figure 8 rows):**\n"]
-            sections += [f"- {line}" for line in manifest["skipped_base"]]
-        if "w_vs_delta_w" in analyses:
-            rs.write_json_atomic(out_dir / "w_vs_delta_w.json", w_rows)
-            manifest["files"]["w_vs_delta_w"] = _files("w_vs_delta_w.json",
-                                                       _save_npz(out_dir / "w_vs_delta_w.npz", w_arrays))
-            columns = ["run_id", "site", "r"] + sorted({k for row in w_rows for k in row if "_top" in k})
-            sections += ["\n## Figure 8: φ(top-i directions of ΔW, top-j of W), left and right singular vectors\n",
-                         _markdown(w_rows, columns)]
+    if "amplification" in analyses:
+        rs.write_json_atomic(out_dir / "amplification.json", {"rows": amp_rows, "paper": paper_table7()})
+        manifest["files"]["amplification"] = ["amplification.json"]
+        sections += ["\n## Table 7: ||U^T W V||_F for the top-r directions of ΔW, W, random; amplification\n",
+                     _markdown(amp_rows, ("run_id", "site", "r_used", "w_fro", "delta_w_fro", "proj_delta_w",
+                                          "proj_w", "proj_random", "amplification", "a_change_rel",
+                                          "phi_a_vs_init")),
+                     "\n" + _paper_table7_markdown(), "\n### Median over layers, per module and r\n",
+                     _markdown(_median_amplification(amp_rows), ("module", "r_used", "n_layers", "delta_w_fro",
+                                                                 "proj_delta_w", "proj_w", "proj_random",
+                                                                 "amplification"))]
+    if manifest.get("skipped_base"):
+        sections += ["\n**Runs without W (no Table 7 / Figure 8 rows):**\n"]
+        sections += [f"- {line}" for line in manifest["skipped_base"]]
+    if "w_vs_delta_w" in analyses:
+        rs.write_json_atomic(out_dir / "w_vs_delta_w.json", w_rows)
+        manifest["files"]["w_vs_delta_w"] = _files("w_vs_delta_w.json",
+                                                   _save_npz(out_dir / "w_vs_delta_w.npz", w_arrays))
+        columns = ["run_id", "site", "r"] + sorted({k for row in w_rows for k in row if "_top" in k})
+        sections += ["\n## Figure 8: φ(top-i directions of ΔW, top-j of W), left and right singular vectors\n",
+                     _markdown(w_rows, columns)]
 
     if "performance" in analyses:
         rows = performance_rows(runs)
