@@ -37,9 +37,11 @@ def init_lora_(lora_A: nn.Parameter, lora_B: nn.Parameter, init: str = "kaiming"
     nn.init.zeros_(lora_B)
 
 
-class LoRALinear(nn.Module):
-    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 init: str = "kaiming", init_std: float = 0.02):
+class _LoRAWrapper(nn.Module):
+    """What both LoRA layers share: the frozen base, the scaling alpha/r, branch dropout and exact merging.
+    Subclasses hold A and B and define ``delta_weight()`` (laid out like the base weight) and ``forward``."""
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, init: str):
         super().__init__()
         if not isinstance(r, int) or r <= 0:
             raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
@@ -52,21 +54,12 @@ class LoRALinear(nn.Module):
         self.r, self.alpha = r, alpha
         self.scaling = alpha / r
         self.fan_in_fan_out = is_fan_in_fan_out(base)
-        weight = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, dtype=weight.dtype, device=weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=weight.dtype, device=weight.device))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.enabled = True
-        self.reset_lora_parameters(init, init_std)
-
-    def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
-        init_lora_(self.lora_A, self.lora_B, init, init_std)
 
     def delta_weight(self) -> torch.Tensor:
-        """ΔW = (alpha/r) B A, laid out like the base weight (transposed for Conv1D)."""
-        delta = (self.lora_B @ self.lora_A) * self.scaling
-        return delta.T if self.fan_in_fan_out else delta
+        raise NotImplementedError
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -84,6 +77,24 @@ class LoRALinear(nn.Module):
         w = self.base.weight
         w.copy_((w.float() - self.delta_weight().float()).to(w.dtype))
         self.merged = False
+
+
+class LoRALinear(_LoRAWrapper):
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
+                 init: str = "kaiming", init_std: float = 0.02):
+        super().__init__(base, r, alpha, dropout, init)
+        weight = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=weight.dtype, device=weight.device))
+        self.reset_lora_parameters(init, init_std)
+
+    def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
+        init_lora_(self.lora_A, self.lora_B, init, init_std)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = (alpha/r) B A, laid out like the base weight (transposed for Conv1D)."""
+        delta = (self.lora_B @ self.lora_A) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
@@ -106,7 +117,7 @@ class LoRASlice(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(stop - start, r, dtype=dtype, device=device))
 
 
-class LoRAFusedLinear(nn.Module):
+class LoRAFusedLinear(_LoRAWrapper):
     """LoRA on some output slices of a fused projection: GPT-2's ``c_attn`` computes [q | k | v] in one Conv1D, and
     the paper adapts only q and v (loralib's ``MergedLinear(enable_lora=[True, False, True])``).
 
@@ -118,27 +129,13 @@ class LoRAFusedLinear(nn.Module):
 
     def __init__(self, base: nn.Module, slices: dict[str, tuple[int, int]], r: int, alpha: float,
                  dropout: float = 0.0, init: str = "kaiming", init_std: float = 0.02):
-        super().__init__()
-        if not isinstance(r, int) or r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
-        if init not in INITS:
-            raise ValueError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
-        self.base = base
-        for p in base.parameters():
-            p.requires_grad_(False)
-        self.in_features, self.out_features = in_out_features(base)
+        super().__init__(base, r, alpha, dropout, init)
         for name, (start, stop) in slices.items():
             if not 0 <= start < stop <= self.out_features:
                 raise ValueError(f"slice {name}={start}:{stop} is outside the {self.out_features} outputs")
-        self.r, self.alpha = r, alpha
-        self.scaling = alpha / r
-        self.fan_in_fan_out = is_fan_in_fan_out(base)
         weight = base.weight
         self.lora = nn.ModuleDict({name: LoRASlice(self.in_features, start, stop, r, weight.dtype, weight.device)
                                    for name, (start, stop) in slices.items()})
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
-        self.enabled = True
         self.reset_lora_parameters(init, init_std)
 
     def reset_lora_parameters(self, init: str = "kaiming", init_std: float = 0.02) -> None:
@@ -147,27 +144,11 @@ class LoRAFusedLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """ΔW of the whole fused projection (zero outside the adapted slices), laid out like the base weight."""
-        delta = torch.zeros(self.out_features, self.in_features, dtype=self.base.weight.dtype,
-                            device=self.base.weight.device)
+        first = next(iter(self.lora.values())).lora_A
+        delta = torch.zeros(self.out_features, self.in_features, dtype=first.dtype, device=first.device)
         for part in self.lora.values():
             delta[part.start:part.stop] = (part.lora_B @ part.lora_A) * self.scaling
         return delta.T if self.fan_in_fan_out else delta
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if self.merged:
-            return
-        w = self.base.weight
-        w.copy_((w.float() + self.delta_weight().float()).to(w.dtype))
-        self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        w = self.base.weight
-        w.copy_((w.float() - self.delta_weight().float()).to(w.dtype))
-        self.merged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
