@@ -314,11 +314,10 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     (each epoch with ``trainer.decode_every_epoch``, else once at the end; ``trainer.eval_before_training`` also
     decodes the untrained model). Decoding runs on the main process, on an unsharded model (single process or DDP).
     """
-    from transformers import TrainingArguments
 
     from lora_repro import checkpointing as ckpt
     from lora_repro.methods.common import parameter_counts, save_method_weights
-    from lora_repro.run import is_main_process, per_device_batch_size, world_size
+    from lora_repro.run import is_main_process, training_arguments
     from lora_repro.tracking import Tracker
 
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -360,29 +359,12 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
             untrained = {s: decode_and_score(model, tokenizer, spec, splits[s], settings, out_dir,
                                              f"{s}.untrained", max_prompt_len)["metrics"] for s in decode_splits}
 
-    max_steps = t.get("max_steps", -1) or -1
     save = t.get("save_checkpoints", True)
-    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
     checkpoints = run_dir / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
-        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
-        per_device_eval_batch_size=t.get("eval_batch_size", 16), num_train_epochs=t["epochs"], max_steps=max_steps,
-        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay") or 0.0,
-        lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
-        label_smoothing_factor=t.get("label_smoothing", 0.0), prediction_loss_only=True,
-        eval_strategy=("steps" if max_steps > 0 else "epoch") if eval_loss else "no",
-        eval_steps=max_steps if max_steps > 0 else None,
-        save_strategy=("steps" if save_steps else "epoch") if save else "no", save_steps=save_steps,
-        save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
-        logging_strategy="epoch" if max_steps <= 0 else "steps",
-        logging_steps=max(1, t.get("logging_steps") or max_steps),
-        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
-        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
-        torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
-        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        average_tokens_across_devices=True,  # token-level mean over all processes (the causal-LM loss divides by it)
-    )
+    args = training_arguments(cfg, checkpoints, eval_batch_size=16, prediction_loss_only=True,
+                              average_tokens_across_devices=True,  # the causal-LM loss divides by the global count
+                              **({} if eval_loss else {"eval_strategy": "no"}))
+    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
     tracker = tracker or Tracker()
     callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
     callbacks += tracker.callbacks()

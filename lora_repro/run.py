@@ -277,6 +277,34 @@ def per_device_batch_size(batch_size: int, processes: int) -> int:
     return batch_size // processes
 
 
+def training_arguments(cfg: dict, checkpoints: Path, eval_batch_size: int = 64, **overrides):
+    """The Trainer's arguments from ``cfg['trainer']``: one place for every task kind (generation.py too)."""
+    from transformers import TrainingArguments
+
+    t = cfg["trainer"]
+    max_steps = t.get("max_steps", -1) or -1
+    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
+    settings = dict(
+        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
+        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
+        per_device_eval_batch_size=t.get("eval_batch_size", eval_batch_size), num_train_epochs=t["epochs"],
+        max_steps=max_steps, warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0,
+        weight_decay=t.get("weight_decay") or 0.0, lr_scheduler_type=t.get("lr_scheduler", "linear"),
+        max_grad_norm=t.get("grad_clip", 1.0), label_smoothing_factor=t.get("label_smoothing", 0.0),
+        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
+        save_strategy=("steps" if save_steps else "epoch") if t.get("save_checkpoints", True) else "no",
+        save_steps=save_steps,
+        save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
+        logging_strategy="epoch" if max_steps <= 0 else "steps", logging_steps=max(1, t.get("logging_steps") or max_steps),
+        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
+        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
+        torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
 def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path, tracker: Tracker | None = None) -> dict:
     """Train with per-epoch evaluation, checkpointing every ``trainer.save_steps`` steps and at every epoch end
     (resuming from the newest verified checkpoint), then save the method weights (gathered when sharded)."""
@@ -284,37 +312,19 @@ def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path,
         from lora_repro import generation
 
         return generation.train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
-    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
     t = cfg["trainer"]
     encoded = tokenize(spec, splits, tokenizer, t["max_seq_len"])
     evals = {s: encoded[s] for s in spec.eval_splits}
-    max_steps = t.get("max_steps", -1) or -1
     save = t.get("save_checkpoints", True)
-    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
     checkpoints = run_dir / "checkpoints"
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
     counts = parameter_counts(model)
-    args = TrainingArguments(
-        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
-        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
-        per_device_eval_batch_size=t.get("eval_batch_size", 64), num_train_epochs=t["epochs"], max_steps=max_steps,
-        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay") or 0.0,
-        lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
-        label_smoothing_factor=t.get("label_smoothing", 0.0),
-        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
-        # rotation happens in ckpt.trainer_callbacks, only after the newer checkpoint is sealed
-        save_strategy=("steps" if save_steps else "epoch") if save else "no", save_steps=save_steps,
-        save_total_limit=None,
-        logging_strategy="epoch" if max_steps <= 0 else "steps", logging_steps=max(1, max_steps),
-        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
-        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random", torch_compile=t.get("torch_compile", False),
-        dataloader_num_workers=t.get("num_workers", 0), report_to=[], disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
-        # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
-        average_tokens_across_devices=spec.kind == "generation",
-    )
+    # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
+    # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
+    args = training_arguments(cfg, checkpoints, average_tokens_across_devices=spec.kind == "generation")
+    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
     tracker = tracker or Tracker()
     callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
     trainer = ckpt.make_trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
