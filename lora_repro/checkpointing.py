@@ -209,12 +209,9 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor], source: str
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         raise ValueError(f"checkpoint {source} does not fit this run's trainable parameters: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]} (was it written with other method settings?)")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            if own[name].shape != tensor.shape:
-                raise ValueError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, the model "
-                                 f"{tuple(own[name].shape)}")
-            own[name].copy_(tensor)
+    from lora_repro.methods.common import copy_into_parameters
+
+    copy_into_parameters(own, state, source)
 
 
 def gathered_trainable_state(trainer, trainable_names: list[str]) -> dict[str, torch.Tensor] | None:

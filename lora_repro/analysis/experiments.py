@@ -235,13 +235,18 @@ def _identity(run: LoraRun, drop: str) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
-def rank_pairs(runs: Sequence[LoraRun]) -> list[tuple[LoraRun, LoraRun]]:
-    """Figure 3: runs identical but for r (same seed): each smaller r paired with the largest r of its group."""
+def _groups(runs: Sequence[LoraRun], drop: str) -> list[list[LoraRun]]:
+    """Runs grouped by their settings without `drop`."""
     groups: dict[str, list[LoraRun]] = defaultdict(list)
     for run in runs:
-        groups[_identity(run, drop="r")].append(run)
+        groups[_identity(run, drop=drop)].append(run)
+    return list(groups.values())
+
+
+def rank_pairs(runs: Sequence[LoraRun]) -> list[tuple[LoraRun, LoraRun]]:
+    """Figure 3: runs identical but for r (same seed): each smaller r paired with the largest r of its group."""
     pairs = []
-    for group in groups.values():
+    for group in _groups(runs, drop="r"):
         largest = max(group, key=lambda run: run.r)
         pairs += [(run, largest) for run in sorted(group, key=lambda run: run.r) if run.r < largest.r]
     return pairs
@@ -249,11 +254,8 @@ def rank_pairs(runs: Sequence[LoraRun]) -> list[tuple[LoraRun, LoraRun]]:
 
 def seed_pairs(runs: Sequence[LoraRun]) -> list[tuple[LoraRun, LoraRun]]:
     """Figure 4: runs identical but for the seed (same r): every pair of seeds of a group."""
-    groups: dict[str, list[LoraRun]] = defaultdict(list)
-    for run in runs:
-        groups[_identity(run, drop="seed")].append(run)
     pairs = []
-    for group in groups.values():
+    for group in _groups(runs, drop="seed"):
         group = sorted(group, key=lambda run: run.seed)
         pairs += [(a, b) for i, a in enumerate(group) for b in group[i + 1:] if a.seed != b.seed]
     return pairs

@@ -99,10 +99,15 @@ def load_method_weights(model: nn.Module, directory: str | os.PathLike, apply: b
     if unknown:
         raise KeyError(f"checkpoint {directory} has parameters the model lacks (different base model or method "
                        f"settings?): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    copy_into_parameters(own, state, directory)
+    return model
+
+
+def copy_into_parameters(own: dict[str, nn.Parameter], state: dict[str, torch.Tensor], source) -> None:
+    """Copy checkpoint tensors into parameters of the same names, refusing any shape mismatch."""
     with torch.no_grad():
         for name, tensor in state.items():
             if own[name].shape != tensor.shape:
-                raise ValueError(f"shape mismatch for {name}: checkpoint {tuple(tensor.shape)}, "
-                                 f"model {tuple(own[name].shape)}")
+                raise ValueError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, the model "
+                                 f"{tuple(own[name].shape)}")
             own[name].copy_(tensor)
-    return model
