@@ -350,8 +350,15 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
             out.update({f"{split}_{k}": v for k, v in result["metrics"].items()})
         return out
 
+    save = t.get("save_checkpoints", True)
+    checkpoints = run_dir / "checkpoints"
+    args = training_arguments(cfg, checkpoints, eval_batch_size=16, prediction_loss_only=True,
+                              average_tokens_across_devices=True,  # the causal-LM loss divides by the global count
+                              **({} if eval_loss else {"eval_strategy": "no"}))
+    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
     untrained = None
     if t.get("eval_before_training") and main:
+        model.to(args.device)  # decode where training will run (the Trainer places the model only later)
         cached = [out_dir / f"{s}.untrained.metrics.json" for s in decode_splits]
         if all(p.is_file() for p in cached):  # a resumed run decoded the untrained model already
             untrained = {s: json.loads(p.read_text())["metrics"] for s, p in zip(decode_splits, cached)}
@@ -359,12 +366,6 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
             untrained = {s: decode_and_score(model, tokenizer, spec, splits[s], settings, out_dir,
                                              f"{s}.untrained", max_prompt_len)["metrics"] for s in decode_splits}
 
-    save = t.get("save_checkpoints", True)
-    checkpoints = run_dir / "checkpoints"
-    args = training_arguments(cfg, checkpoints, eval_batch_size=16, prediction_loss_only=True,
-                              average_tokens_across_devices=True,  # the causal-LM loss divides by the global count
-                              **({} if eval_loss else {"eval_strategy": "no"}))
-    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
     tracker = tracker or Tracker()
     callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
     callbacks += tracker.callbacks()

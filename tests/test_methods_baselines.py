@@ -222,6 +222,16 @@ def test_bad_adapter_drop_settings_fail_clearly():
         apply_method(model, {"name": "adapter_p", "bottleneck": 4})
 
 
+def test_bitfit_on_a_model_without_biases_fails_before_training():
+    """Llama-style bodies (the SmolLM2 stand-in) have no biases: BitFit would silently train only the head."""
+    import transformers as tf
+
+    llama = tf.LlamaForSequenceClassification(tiny("llama").config)
+    with pytest.raises(ValueError, match="no bias terms in its pretrained body"):
+        apply_method(llama, {"name": "bitfit"})
+    apply_method(tiny("bert"), {"name": "bitfit"})  # BERT has them
+
+
 def test_houlsby_can_also_train_the_pretrained_layernorms():
     model = tiny("gpt2")
     apply_method(model, {"name": "adapter_h", "bottleneck": 4, "train_layer_norms": True})

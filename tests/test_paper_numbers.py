@@ -344,3 +344,18 @@ def test_bad_keys_name_the_choices(call, error: type, names: str) -> None:
     with pytest.raises(error) as info:
         call()
     assert names in str(info.value)
+
+
+def test_report_takes_the_printed_row_nearest_in_size_where_there_are_several() -> None:
+    from types import SimpleNamespace
+
+    from lora_repro.report.table import _paper
+
+    def row(method: str, trainable: int) -> SimpleNamespace:
+        return SimpleNamespace(model="minilm-l6", stand_in_for="roberta-base", table=2, method=method, task="mrpc",
+                               trainable_params=trainable)
+
+    assert _paper(row("adapter_d", 310_000)) == 88.5  # RoB_base (Adpt^D) 0.3M
+    assert _paper(row("adapter_d", 900_000)) == 88.4  # RoB_base (Adpt^D) 0.9M
+    assert _paper(row("lora", 300_000)) == 89.7
+    assert _paper(row("adapter_h", 78_432)) is None  # the paper has Adpt^H on RoBERTa-large only

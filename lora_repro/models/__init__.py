@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from lora_repro.hub import hub_reachable, in_local_cache
@@ -92,7 +93,9 @@ def load_model(cfg: dict, task_kind: str, num_labels: int | None = None, config=
             f"model {cfg['name']!r}: no pretrained weights reachable (tried {'; '.join(source.tried)}). "
             f"Set model.path=DIR or ${MODELS_ENV}=DIR, or model.init=random for architecture-only runs "
             "(parameter counts, memory, speed): random weights give meaningless task scores.")
-    return cls.from_pretrained(source.location, config=config), source
+    # fp32 master weights whatever the checkpoint's stored dtype (transformers 5 loads "auto", e.g. an fp16 copy as
+    # fp16): lower precision is the trainer's choice (trainer.precision, trainer.frozen_dtype), not the file's.
+    return cls.from_pretrained(source.location, config=config, dtype=torch.float32), source
 
 
 def load_tokenizer(source: ModelSource):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from lora_repro.results import RESULTS_FILE
-from lora_repro.report.paper import paper_value
+from lora_repro.report.paper import paper_rows, paper_value
 
 TASK_ORDER = ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb", "e2e", "webnlg", "dart", "wikisql", "samsum"]
 
@@ -68,10 +68,15 @@ def summary_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _paper(row) -> float | None:
     model = row.stand_in_for if isinstance(row.stand_in_for, str) else row.model
+    table = int(row.table) if pd.notna(row.table) else 2
     try:
-        return paper_value(int(row.table) if pd.notna(row.table) else 2, model, row.method, row.task)
-    except (KeyError, ValueError):
+        return paper_value(table, model, row.method, row.task)
+    except KeyError:
         return None
+    except ValueError:  # several printed rows (AdptD 0.3M and 0.9M): the one nearest in trainable parameters
+        nearest = min(paper_rows(table, model, row.method),
+                      key=lambda r: abs(r.get("trainable_params_m", 0) * 1e6 - (row.trainable_params or 0)))
+        return paper_value(table, model, row.method, row.task, variant=nearest.get("variant"))
 
 
 def pivot_markdown(summary: pd.DataFrame) -> str:
@@ -118,7 +123,8 @@ def write_report(paths: list[str], out: str | os.PathLike, title: str | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title or out.stem}\n", notes,
              "Cells: median over seeds of each run's best-epoch score (the paper's protocol), paper's number in "
-             "parentheses (for stand-ins: the model it stands in for), n = seeds.\n", pivot_markdown(summary)]
+             "parentheses (for stand-ins: the model it stands in for; where the paper prints several rows for a method, the "
+             "one nearest in trainable parameters; none where the paper has no such row), n = seeds.\n", pivot_markdown(summary)]
     gap = gap_markdown(summary)
     if gap:
         parts += ["\n## LoRA minus full fine-tuning, per task\n", gap]
