@@ -42,8 +42,7 @@ def test_every_job_of_every_experiment_composes(experiment):
     assert len(dirs) == len([j for j in jobs]) or not dirs, "two jobs of one sweep would share a run directory"
 
 
-@pytest.mark.parametrize("experiment", ["quickstart", "table2_roberta", "table2_deberta",
-                                        "table2_standin_gpu"])
+@pytest.mark.parametrize("experiment", ["quickstart", "table2_roberta", "table2_deberta", "table2_standin_gpu"])
 def test_glue_tables_run_in_smoke_mode(tmp_path, experiment):
     env = {**os.environ, "LORA_REPRO_RUNS": str(tmp_path), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "lora_repro", f"+experiment={experiment}", "smoke=true", "seed=0"],

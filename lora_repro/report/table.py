@@ -123,8 +123,9 @@ def write_report(paths: list[str], out: str | os.PathLike, title: str | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title or out.stem}\n", notes,
              "Cells: median over seeds of each run's best-epoch score (the paper's protocol), paper's number in "
-             "parentheses (for stand-ins: the model it stands in for; where the paper prints several rows for a method, the "
-             "one nearest in trainable parameters; none where the paper has no such row), n = seeds.\n", pivot_markdown(summary)]
+             "parentheses (for stand-ins: the model it stands in for; where the paper prints several rows for a "
+             "method, the one nearest in trainable parameters; none where the paper has no such row), n = seeds.\n",
+             pivot_markdown(summary)]
     gap = gap_markdown(summary)
     if gap:
         parts += ["\n## LoRA minus full fine-tuning, per task\n", gap]
