@@ -30,7 +30,7 @@ from lora_repro.tracking import Tracker, start_tracking, wandb_settings
 
 log = logging.getLogger("lora_repro")
 # keys that do not change what a run computes; they stay out of its identity
-VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "experiment", "table")
+VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "run_group", "table")
 # trainer keys that only say how often to checkpoint: same results, same run directory (and config ids of runs made
 # before these keys existed stay valid)
 RUNTIME_TRAINER_KEYS = ("save_steps",)
@@ -49,7 +49,7 @@ def config_id(cfg: dict) -> str:
 
 def run_dir_for(cfg: dict) -> Path:
     setting = f"{cfg['model']['name']}__{cfg['task']['name']}__{cfg['method']['name']}__{config_id(cfg)}"
-    return Path(cfg["output_root"]) / cfg["experiment"] / setting / f"seed{cfg['seed']}"
+    return Path(cfg["output_root"]) / cfg["run_group"] / setting / f"seed{cfg['seed']}"
 
 
 TRAINER_FROM_RECIPE = ("batch_size", "epochs", "lr", "max_seq_len", "warmup_ratio", "weight_decay")
@@ -375,7 +375,7 @@ def run(cfg: DictConfig | dict) -> dict:
              cfg["method"]["name"], f"{counts['trainable']:,}", f"{counts['trainable_head']:,}", f"{counts['total']:,}")
     main = is_main_process()
     record = {"schema": rs.SCHEMA_VERSION, "status": "running", "run_dir": str(run_dir), "config_id": config_id(cfg),
-              "experiment": cfg["experiment"], "table": cfg.get("table"), "seed": cfg["seed"],
+              "experiment": cfg["run_group"], "table": cfg.get("table"), "seed": cfg["seed"],
               "smoke": cfg.get("smoke", False), "config": cfg, "git": rs.git_commit(),
               "model": {"name": cfg["model"]["name"], "source": source.kind, "location": source.location,
                         "init": "random (smoke)" if cfg.get("smoke") else cfg["model"].get("init", "pretrained"),
@@ -430,7 +430,7 @@ def record_failure(cfg: DictConfig | dict, error: BaseException) -> Path | None:
         return None
     return rs.write_json_atomic(run_dir / rs.RESULTS_FILE, {
         "schema": rs.SCHEMA_VERSION, "status": "failed", "error": f"{type(error).__name__}: {error}",
-        "run_dir": str(run_dir), "config_id": config_id(cfg), "experiment": cfg.get("experiment"),
+        "run_dir": str(run_dir), "config_id": config_id(cfg), "experiment": cfg.get("run_group"),
         "table": cfg.get("table"), "seed": cfg.get("seed"), "smoke": cfg.get("smoke", False), "config": cfg,
         "model": {"name": cfg["model"]["name"], "stand_in_for": cfg["model"].get("stand_in_for")},
         "task": cfg["task"]["name"], "method": cfg["method"]["name"]})

@@ -28,7 +28,7 @@ def wandb_settings(cfg: dict) -> dict:
 def wandb_group(cfg: dict) -> str:
     """``table2/roberta-base/rte/lora``; the experiment name when the run belongs to no paper table."""
     table = cfg.get("table")
-    scope = f"table{table}" if table is not None else cfg.get("experiment", "default")
+    scope = f"table{table}" if table is not None else cfg.get("run_group", "default")
     return f"{scope}/{cfg['model']['name']}/{cfg['task']['name']}/{cfg['method']['name']}"
 
 
@@ -95,7 +95,7 @@ def start_tracking(cfg: dict, run_dir: str | Path, extra_config: dict | None = N
     directory = Path(settings["dir"] or os.environ.get("WANDB_DIR") or run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tags = [str(t) for t in (settings["tags"] or [])]
-    tags += [str(t) for t in (cfg.get("experiment"), (extra_config or {}).get("config_id")) if t]
+    tags += [str(t) for t in (cfg.get("run_group"), (extra_config or {}).get("config_id")) if t]
     tags += ["smoke"] if cfg.get("smoke") else []
     config = {**cfg, **(extra_config or {}), "run_dir": str(run_dir)}
     run = wandb.init(mode=settings["mode"], project=settings["project"], entity=settings["entity"],

@@ -222,7 +222,7 @@ def write_run(root: Path, method: dict, status: str = "complete", seed: int = 0,
     run_dir = root / f"{method['name']}_r{method.get('r')}_{'_'.join(method.get('targets', []))}_s{seed}"
     (run_dir / "method").mkdir(parents=True)
     config = {"model": {"name": "tiny"}, "task": {"name": "rte"}, "method": method, "seed": seed,
-              "experiment": "x", "label": f"r={method.get('r')}", **(extra or {})}
+              "run_group": "x", "label": f"r={method.get('r')}", **(extra or {})}
     (run_dir / "results.json").write_text(json.dumps({"status": status, "seed": seed, "config": config,
                                                       "experiment": "x", "task": "rte"}))
     r = method.get("r", 2)

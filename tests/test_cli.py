@@ -74,3 +74,13 @@ def test_a_half_precision_checkpoint_loads_as_fp32_master_weights(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"
     model, source = load_model({"name": "tiny", "path": str(tmp_path)}, "classification", num_labels=2)
     assert source.kind == "dir" and {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_the_run_group_can_be_named_from_the_command_line(tmp_path):
+    """The folder under output_root: the experiment's name by default, any name with run_group=..."""
+    result = run_cli("+experiment=quickstart", "hydra.mode=RUN", "task=rte", "method=lora", "smoke=true",
+                     "run_group=my_ablation", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [path] = results_files(tmp_path)
+    assert path.relative_to(tmp_path / "runs").parts[0] == "my_ablation"
+    assert json.loads(path.read_text())["experiment"] == "my_ablation"

@@ -48,7 +48,8 @@ ANALYSES = ("subspace", "amplification", "spectra", "w_vs_delta_w", "performance
 NEEDS_BASE = ("amplification", "w_vs_delta_w")  # need W, which means rebuilding the base model
 MANIFEST_FILE = "manifest.json"
 # settings that say which run this is but not what it computed; ignored when pairing runs that differ in r or seed
-_NOT_IDENTITY = ("seed", "output_root", "force", "wandb", "experiment", "table", "label", "hydra")
+# "experiment": the run group's key in records written before it was renamed run_group
+_NOT_IDENTITY = ("seed", "output_root", "force", "wandb", "run_group", "experiment", "table", "label", "hydra")
 
 
 # ---------------------------------------------------------------- loading runs
@@ -654,7 +655,7 @@ class AnalyseSweep(Callback):  # type: ignore[misc,valid-type]
         self.out, self.analyses = out, tuple(analyses)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        root = Path(config.output_root) / config.experiment
+        root = Path(config.output_root) / config.run_group
         out = Path(self.out) if self.out else root / "analysis"
         try:
             manifest = analyse([root], out, self.analyses)

@@ -10,6 +10,6 @@ from lora_repro.report.table import write_report
 
 class PrintReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        root = Path(config.output_root) / config.experiment
+        root = Path(config.output_root) / config.run_group
         if root.is_dir():
-            print(write_report([str(root)], root / "report", title=f"{config.experiment} ({root})"))
+            print(write_report([str(root)], root / "report", title=f"{config.run_group} ({root})"))
