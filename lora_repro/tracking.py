@@ -2,7 +2,7 @@
 
 ``wandb.mode``: ``disabled`` (default: wandb is not even imported, so nothing touches the network), ``offline``
 (run folders under ``wandb.dir``, else $WANDB_DIR, else the run directory; upload later with ``wandb sync``) or
-``online``. One wandb group per table (or experiment) / model / task / method, one run per seed named ``seed<N>``,
+``online``. One wandb group per table (or run group) / model / task / method, one run per seed named ``seed<N>``,
 the resolved config as a plain dict. The wandb run id derives from the run directory, so a resumed or requeued job
 continues its wandb run. Runs are always finished, with exit code 1 when the job failed.
 """
@@ -26,7 +26,7 @@ def wandb_settings(cfg: dict) -> dict:
 
 
 def wandb_group(cfg: dict) -> str:
-    """``table2/roberta-base/rte/lora``; the experiment name when the run belongs to no paper table."""
+    """``table2/roberta-base/rte/lora``; the run group when the run belongs to no paper table."""
     table = cfg.get("table")
     scope = f"table{table}" if table is not None else cfg.get("run_group", "default")
     return f"{scope}/{cfg['model']['name']}/{cfg['task']['name']}/{cfg['method']['name']}"

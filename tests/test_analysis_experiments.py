@@ -58,7 +58,7 @@ def test_experiment_sweeps_compose_with_a_cpu_stand_in(experiment: str) -> None:
     jobs = sweep(experiment)
     for job in jobs:
         assert job["model"]["name"] == "minilm-l6" and job["task"]["name"] == "sst2"
-        assert job["method"]["name"] == "lora" and job["experiment"] == experiment
+        assert job["method"]["name"] == "lora" and job["run_group"] == experiment
         assert job["task"]["max_train_examples"] and job["method"]["alpha"] == 8
     settings = sorted((tuple(job["method"]["targets"]), job["method"]["r"], job["seed"]) for job in jobs)
     if experiment == "table5_weight_types":  # equal budget: (number of weight types) x r is the same for every row

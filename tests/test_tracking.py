@@ -31,7 +31,7 @@ def test_settings_default_to_disabled_and_reject_unknown_modes(tmp_path):
 
 
 def test_group_per_table_model_task_method():
-    cfg = {"table": 2, "experiment": "e", "model": {"name": "roberta-base"}, "task": {"name": "rte"},
+    cfg = {"table": 2, "run_group": "e", "model": {"name": "roberta-base"}, "task": {"name": "rte"},
            "method": {"name": "lora"}}
     assert wandb_group(cfg) == "table2/roberta-base/rte/lora"
     assert wandb_group({**cfg, "table": None}) == "e/roberta-base/rte/lora"
