@@ -29,6 +29,7 @@ from lora_repro.results import write_json_atomic
 
 log = logging.getLogger("lora_repro")
 
+CHECKPOINTS_DIR = "checkpoints"  # inside a run directory
 MANIFEST = "manifest.json"
 TRAINABLE_FILE = "trainable.safetensors"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -131,9 +132,10 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def trainer_callbacks(directory: str | os.PathLike, save_at_epoch_end: bool) -> list:
-    """The callback that seals each checkpoint and keeps only the newest one; with ``save_at_epoch_end`` it also
-    saves at the end of every epoch when the Trainer saves every N steps (the Trainer takes one strategy only).
+def trainer_callbacks(args) -> list:
+    """For the Trainer's ``args``: the callback that seals each checkpoint in ``args.output_dir`` and keeps only the
+    newest one (none when it saves no checkpoints); when it saves every N steps, it also saves at the end of every
+    epoch (the Trainer takes one strategy only).
 
     The training loss is logged at every checkpoint: the Trainer logs the mean loss since its last log and a resumed
     run starts that mean afresh, so only logs that coincide with checkpoints make a resumed run log what an
@@ -141,6 +143,10 @@ def trainer_callbacks(directory: str | os.PathLike, save_at_epoch_end: bool) -> 
     the Trainer would save first, and a run resumed from there (at the epoch boundary) would never evaluate it.
     """
     from transformers import TrainerCallback
+
+    if args.save_strategy == "no":
+        return []
+    directory, save_at_epoch_end = args.output_dir, args.save_strategy == "steps"
 
     class SealCheckpoints(TrainerCallback):
         def __init__(self) -> None:
@@ -168,6 +174,17 @@ def trainer_callbacks(directory: str | os.PathLike, save_at_epoch_end: bool) -> 
             self.last_saved_step = state.global_step
 
     return [SealCheckpoints()]
+
+
+def train_resuming(trainer, quarantine: bool) -> tuple:
+    """``trainer.train()`` from the newest checkpoint of ``trainer.args.output_dir`` that verifies, if any: returns
+    the Trainer's output and that checkpoint (a str, or None for a fresh start)."""
+    last = (latest_valid_checkpoint(trainer.args.output_dir, quarantine=quarantine)
+            if trainer.args.save_strategy != "no" else None)
+    if last:
+        log.info("resuming from %s", last)
+    resumed_from = str(last) if last else None
+    return trainer.train(resume_from_checkpoint=resumed_from), resumed_from
 
 
 def make_trainer(**kwargs):

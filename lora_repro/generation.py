@@ -10,9 +10,10 @@ E2E/WebNLG/DART: beam 10, length penalty 0.9 / 0.8 / 0.8, no-repeat n-gram 4, 64
 
 * ``hf`` (default): transformers' beam search. In transformers 5 a finished hypothesis scores
   ``sum(log p) / L ** length_penalty`` with L the number of *generated* tokens including EOS (prompt excluded;
-  older 4.x releases divided by the whole sequence, prompt included; tests/test_generation.py checks the formula). Search stops early (``early_stopping=False``) once no running
-  beam, at its current length, can beat the worst of the ``num_beams`` finished ones; the no-repeat n-gram rule looks
-  at prompt + output, so an output cannot repeat a 4-gram of its own context.
+  older 4.x releases divided by the whole sequence, prompt included; tests/test_generation.py checks the formula).
+  Search stops early (``early_stopping=False``) once no running beam, at its current length, can beat the worst of
+  the ``num_beams`` finished ones; the no-repeat n-gram rule looks at prompt + output, so an output cannot repeat a
+  4-gram of its own context.
 * ``loralib``: what microsoft/LoRA's ``gpt2_beam.py`` did. Its normalisation is the same ``score / len ** lp`` with
   len = generated tokens including EOS, but it searches for all ``max_new_tokens`` steps (here
   ``early_stopping="never"``) and bans repeated n-grams within the output only (a logits processor on the generated
@@ -350,12 +351,9 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
             out.update({f"{split}_{k}": v for k, v in result["metrics"].items()})
         return out
 
-    save = t.get("save_checkpoints", True)
-    checkpoints = run_dir / "checkpoints"
-    args = training_arguments(cfg, checkpoints, eval_batch_size=16, prediction_loss_only=True,
+    args = training_arguments(cfg, run_dir, eval_batch_size=16, prediction_loss_only=True,
                               average_tokens_across_devices=True,  # the causal-LM loss divides by the global count
                               **({} if eval_loss else {"eval_strategy": "no"}))
-    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
     untrained = None
     if t.get("eval_before_training") and main:
         model.to(args.device)  # decode where training will run (the Trainer places the model only later)
@@ -367,8 +365,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
                                              f"{s}.untrained", max_prompt_len)["metrics"] for s in decode_splits}
 
     tracker = tracker or Tracker()
-    callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
-    callbacks += tracker.callbacks()
+    callbacks = ckpt.trainer_callbacks(args) + tracker.callbacks()
     every_epoch = DecodeOnEvaluate(lambda step: decode(f".step{step}")) if t.get("decode_every_epoch") else None
     if every_epoch:
         callbacks.append(every_epoch.callback)
@@ -376,10 +373,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
                                 data_collator=CausalLMCollator(tokens.pad), callbacks=callbacks)
     if every_epoch:
         every_epoch.trainer = trainer
-    last = ckpt.latest_valid_checkpoint(checkpoints, quarantine=main) if save else None
-    if last:
-        log.info("resuming from %s", last)
-    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    output, resumed_from = ckpt.train_resuming(trainer, quarantine=main)
     step = trainer.state.global_step
     history = list(trainer.state.log_history)
     if eval_loss and not any(e.get("step") == step and any(k.startswith("eval_") and k.endswith("_loss") for k in e)
@@ -406,7 +400,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"curve": curve, "best": best, "last": scored[-1] if scored else curve[-1], "primary_metric": key,
             "untrained": untrained, "train_loss": train_losses, "global_steps": step,
-            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": str(last) if last else None,
+            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": resumed_from,
             "decoding": {**asdict(settings), "splits": decode_splits, "max_prompt_len": max_prompt_len,
                          "special_tokens": asdict(tokens), "outputs": str(out_dir)},
             "n_examples": {"train_pairs": len(train), **{f"{s}_pairs": len(d) for s, d in evals.items()},

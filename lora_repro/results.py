@@ -11,6 +11,8 @@ from pathlib import Path
 
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
+# config keys that do not change what a run computes; they stay out of its identity (run.config_id)
+VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "run_group", "table")
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:

@@ -29,8 +29,6 @@ from lora_repro.tasks import get_task
 from lora_repro.tracking import Tracker, start_tracking, wandb_settings
 
 log = logging.getLogger("lora_repro")
-# keys that do not change what a run computes; they stay out of its identity
-VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "run_group", "table")
 # trainer keys that only say how often to checkpoint: same results, same run directory (and config ids of runs made
 # before these keys existed stay valid)
 RUNTIME_TRAINER_KEYS = ("save_steps",)
@@ -41,7 +39,7 @@ def to_dict(cfg: DictConfig | dict) -> dict:
 
 
 def config_id(cfg: dict) -> str:
-    identity = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS and k != "hydra"}
+    identity = {k: v for k, v in cfg.items() if k not in rs.VOLATILE_KEYS and k != "hydra"}
     if isinstance(identity.get("trainer"), dict):
         identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -277,15 +275,16 @@ def per_device_batch_size(batch_size: int, processes: int) -> int:
     return batch_size // processes
 
 
-def training_arguments(cfg: dict, checkpoints: Path, eval_batch_size: int = 64, **overrides):
-    """The Trainer's arguments from ``cfg['trainer']``: one place for every task kind (generation.py too)."""
+def training_arguments(cfg: dict, run_dir: Path, eval_batch_size: int = 64, **overrides):
+    """The Trainer's arguments from ``cfg['trainer']``, checkpoints under the run directory: one place for every task
+    kind (generation.py too)."""
     from transformers import TrainingArguments
 
     t = cfg["trainer"]
     max_steps = t.get("max_steps", -1) or -1
     save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
     settings = dict(
-        output_dir=str(checkpoints), seed=cfg["seed"], data_seed=cfg["seed"],
+        output_dir=str(run_dir / ckpt.CHECKPOINTS_DIR), seed=cfg["seed"], data_seed=cfg["seed"],
         learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
         per_device_eval_batch_size=t.get("eval_batch_size", eval_batch_size), num_train_epochs=t["epochs"],
         max_steps=max_steps, warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0,
@@ -317,25 +316,18 @@ def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path,
     t = cfg["trainer"]
     encoded = tokenize(spec, splits, tokenizer, t["max_seq_len"])
     evals = {s: encoded[s] for s in spec.eval_splits}
-    save = t.get("save_checkpoints", True)
-    checkpoints = run_dir / "checkpoints"
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
     counts = parameter_counts(model)
     # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
     # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
-    args = training_arguments(cfg, checkpoints, average_tokens_across_devices=spec.kind == "generation")
-    save_steps = args.save_steps if save and args.save_strategy == "steps" else None
+    args = training_arguments(cfg, run_dir, average_tokens_across_devices=spec.kind == "generation")
     tracker = tracker or Tracker()
-    callbacks = (ckpt.trainer_callbacks(checkpoints, save_at_epoch_end=bool(save_steps)) if save else [])
     trainer = ckpt.make_trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
                                 eval_dataset=evals if len(evals) > 1 else evals[spec.eval_splits[0]],
                                 data_collator=DataCollatorWithPadding(tokenizer),
                                 compute_metrics=lambda p: spec.score(p.predictions, p.label_ids),
-                                callbacks=callbacks + tracker.callbacks())
-    last = ckpt.latest_valid_checkpoint(checkpoints, quarantine=is_main_process()) if save else None
-    if last:
-        log.info("resuming from %s", last)
-    output = trainer.train(resume_from_checkpoint=str(last) if last else None)
+                                callbacks=ckpt.trainer_callbacks(args) + tracker.callbacks())
+    output, resumed_from = ckpt.train_resuming(trainer, quarantine=is_main_process())
     curve = epoch_curve(trainer.state.log_history, spec)
     if not curve:  # a run shorter than one epoch still gets its evaluation
         metrics = trainer.evaluate()
@@ -349,7 +341,7 @@ def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path,
                             counts=counts)
     return {"curve": curve, "best": best, "last": curve[-1], "primary_metric": key,
             "train_loss": train_losses, "global_steps": trainer.state.global_step,
-            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": str(last) if last else None,
+            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": resumed_from,
             "n_examples": {k: len(v) for k, v in encoded.items()}}
 
 
@@ -401,7 +393,7 @@ def run(cfg: DictConfig | dict) -> dict:
         if main:
             rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
             if not cfg["trainer"].get("keep_checkpoints", False):
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+                shutil.rmtree(run_dir / ckpt.CHECKPOINTS_DIR, ignore_errors=True)
         key = record["primary_metric"]
         tracker.log_summary({"status": "complete", f"best/{key}": record["best"]["metrics"].get(key),
                              f"last/{key}": record["last"]["metrics"].get(key), "best/epoch": record["best"]["epoch"],

@@ -47,9 +47,9 @@ log = logging.getLogger("lora_repro")
 ANALYSES = ("subspace", "amplification", "spectra", "w_vs_delta_w", "performance")
 NEEDS_BASE = ("amplification", "w_vs_delta_w")  # need W, which means rebuilding the base model
 MANIFEST_FILE = "manifest.json"
-# settings that say which run this is but not what it computed; ignored when pairing runs that differ in r or seed
-# "experiment": the run group's key in records written before it was renamed run_group
-_NOT_IDENTITY = ("seed", "output_root", "force", "wandb", "run_group", "experiment", "table", "label", "hydra")
+# settings that say which run this is but not what it computed (a run's identity leaves them out too); ignored when
+# pairing runs that differ in r or seed. "experiment": the run group's key in records written before run_group.
+_NOT_IDENTITY = (*rs.VOLATILE_KEYS, "experiment", "label", "hydra")
 
 
 # ---------------------------------------------------------------- loading runs
