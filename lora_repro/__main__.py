@@ -1,7 +1,9 @@
-"""``python -m lora_repro [+experiment=NAME] [key=value ...]``: one job, or a sweep with ``-m``.
+"""``lora-repro`` / ``python -m lora_repro [+experiment=NAME] [key=value ...]``: one job, or a sweep with ``-m``.
 
-Bad input (unknown task or method, rank <= 0, missing data, a target that matches nothing) stops with a one-line
-error before anything is written; HYDRA_FULL_ERROR=1 shows the traceback.
+Bad input (an unknown task or method, a setting of the wrong type, missing data, a malformed data row, a target that
+matches nothing) is a ``lora_repro.errors.UserError``: one line naming the setting and the choices, exit code 2,
+nothing written. Any other exception is a bug and keeps its traceback (in a sweep: logged with it, and the job's
+results.json says ``failed``). HYDRA_FULL_ERROR=1 shows a user error's traceback too.
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotImplementedError)
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+from lora_repro.config import CONFIG_NAME, conf_dir
+from lora_repro.errors import UserError
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> dict | None:
     # imported here, in the job: a process that only submits a sweep (SLURM login node) never loads torch
     from lora_repro.run import record_failure, run
@@ -28,21 +30,19 @@ def main(cfg: DictConfig) -> dict | None:
     export_submitit_distributed_env()
     try:
         return run(cfg)
-    except Exception as error:
-        if multirun:  # the job leaves a failed results.json even when it failed before training started
-            record_failure(cfg, error)
-        if multirun and not isinstance(error, USER_ERRORS):  # keep the sweep going; results.json says "failed"
-            logging.getLogger("lora_repro").exception("job failed")
-            return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-        if not isinstance(error, USER_ERRORS):
-            raise
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"lora_repro: error: {message}", file=sys.stderr)
-        if multirun:  # one bad job must not stop the sweep; the report lists what is missing
-            return {"status": "failed", "error": str(message)}
+        print(f"lora_repro: error: {error}", file=sys.stderr)
+        if multirun:  # one bad job must not stop the sweep; the sweep's log names it
+            return {"status": "invalid", "error": str(error)}
         sys.exit(2)
+    except Exception as error:
+        if not multirun:
+            raise
+        record_failure(cfg, error)  # a job that failed before training started still leaves a failed record
+        logging.getLogger("lora_repro").exception("job failed")  # keep the sweep going; results.json says failed
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
 def export_submitit_distributed_env() -> None:

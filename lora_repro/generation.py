@@ -6,9 +6,12 @@ the separator and padding, so only the target tokens (and its EOS) contribute to
 right-padded; decoding batches are left-padded so every prompt ends where generation starts.
 
 Decoding is beam search through ``model.generate`` with the task's ``task.generation`` settings (Table 11 for
-E2E/WebNLG/DART: beam 10, length penalty 0.9 / 0.8 / 0.8, no-repeat n-gram 4, 64 new tokens). Two styles:
+E2E/WebNLG/DART: beam 10, length penalty 0.9 / 0.8 / 0.8, no-repeat n-gram 4, 64 new tokens). Two styles; the
+paper experiments (``+experiment=table3_gpt2``, ``table13_webnlg``, ``table14_dart``) decode with ``loralib``, since
+the paper's numbers come from ``gpt2_beam.py``; the task yamls, and so single runs and the SmolLM2 stand-in
+experiments (whose committed results were decoded that way), keep ``hf``; ``task.generation.style=...`` switches:
 
-* ``hf`` (default): transformers' beam search. In transformers 5 a finished hypothesis scores
+* ``hf`` (the task yamls' default): transformers' beam search. In transformers 5 a finished hypothesis scores
   ``sum(log p) / L ** length_penalty`` with L the number of *generated* tokens including EOS (prompt excluded;
   older 4.x releases divided by the whole sequence, prompt included; tests/test_generation.py checks the formula).
   Search stops early (``early_stopping=False``) once no running beam, at its current length, can beat the worst of
@@ -37,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
+from lora_repro.errors import UserError
 
 log = logging.getLogger("lora_repro")
 STYLES = ("hf", "loralib")
@@ -61,15 +66,15 @@ class DecodingSettings:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(cfg) - set(valid))
         if unknown:
-            raise ValueError(f"unknown task.generation setting(s) {unknown}; valid: {', '.join(valid)}")
+            raise UserError(f"unknown task.generation setting(s) {unknown}; valid: {', '.join(valid)}")
         settings = cls(**cfg)
         if settings.style not in STYLES:
-            raise ValueError(f"task.generation.style={settings.style!r}; choices: {', '.join(STYLES)}")
+            raise UserError(f"task.generation.style={settings.style!r}; choices: {', '.join(STYLES)}")
         for name in ("num_beams", "max_new_tokens", "batch_size"):
             if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1:
-                raise ValueError(f"task.generation.{name} must be a positive integer, got {getattr(settings, name)!r}")
+                raise UserError(f"task.generation.{name} must be a positive integer, got {getattr(settings, name)!r}")
         if not isinstance(settings.no_repeat_ngram_size, int) or settings.no_repeat_ngram_size < 0:
-            raise ValueError(f"task.generation.no_repeat_ngram_size must be >= 0 (0: off), "
+            raise UserError(f"task.generation.no_repeat_ngram_size must be >= 0 (0: off), "
                              f"got {settings.no_repeat_ngram_size!r}")
         return settings
 
@@ -84,7 +89,7 @@ class SpecialTokens:
 
 def special_tokens(tokenizer) -> SpecialTokens:
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token: generation tasks "
+        raise UserError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no EOS token: generation tasks "
                          "end every target with EOS; give the model folder's tokenizer an eos_token")
     separator = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -211,8 +216,8 @@ def clean_output(tokenizer, ids: Sequence[int], eos: int) -> str:
 
 @torch.no_grad()
 def generate_texts(model, tokenizer, contexts: Sequence[str], settings: DecodingSettings,
-                   max_prompt_len: int = 512) -> list[str]:
-    """Batched, left-padded beam search; outputs in the order of ``contexts``."""
+                   max_prompt_len: int = 512, progress: bool = True) -> list[str]:
+    """Batched, left-padded beam search; outputs in the order of ``contexts`` (a progress bar per batch)."""
     tokens = special_tokens(tokenizer)
     prompts = prompt_ids(tokenizer, contexts, max_prompt_len)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
@@ -220,8 +225,9 @@ def generate_texts(model, tokenizer, contexts: Sequence[str], settings: Decoding
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    starts = range(0, len(order), settings.batch_size)
     try:
-        for start in range(0, len(order), settings.batch_size):
+        for start in tqdm(starts, desc=f"decoding {len(order)} inputs", unit="batch", disable=not progress):
             batch = order[start:start + settings.batch_size]
             width = max(len(prompts[i]) for i in batch)
             input_ids = torch.full((len(batch), width), tokens.pad, dtype=torch.long)
@@ -323,7 +329,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
 
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
     if not trainable_names:
-        raise ValueError(f"method {cfg['method']['name']!r} leaves nothing to train on {cfg['model']['name']} "
+        raise UserError(f"method {cfg['method']['name']!r} leaves nothing to train on {cfg['model']['name']} "
                          "(e.g. bitfit on a model without biases, such as Llama/SmolLM2)")
     counts = parameter_counts(model)
     t = cfg["trainer"]
@@ -339,7 +345,7 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     # that can cost more than the training); decoding then happens once, after training
     eval_loss = t.get("eval_loss", True)
     if t.get("decode_every_epoch") and not eval_loss:
-        raise ValueError("trainer.decode_every_epoch=true decodes at each evaluation and needs trainer.eval_loss=true")
+        raise UserError("trainer.decode_every_epoch=true decodes at each evaluation and needs trainer.eval_loss=true")
     evals = ({s: training_dataset(splits[s], tokenizer, max_len, every_reference=True) for s in spec.eval_splits}
              if eval_loss else {})
 

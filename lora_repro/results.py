@@ -11,8 +11,53 @@ from pathlib import Path
 
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
-# config keys that do not change what a run computes; they stay out of its identity (run.config_id)
-VOLATILE_KEYS = ("seed", "output_root", "force", "wandb", "run_group", "table")
+# Config keys that do not change what a run computes: where this machine keeps data and outputs, how the run is
+# labelled, grouped or mirrored. They stay out of its identity, so a sweep moved to another machine finds its runs.
+# "experiment": the run group's key in records written before run_group existed; "hydra": Hydra's own node.
+VOLATILE_KEYS = ("seed", "output_root", "data_dir", "force", "wandb", "run_group", "table", "label", "experiment",
+                 "hydra")
+# trainer keys that only say how often to checkpoint or log and what to keep: same results, same identity
+RUNTIME_TRAINER_KEYS = ("save_steps", "logging_steps", "keep_checkpoints", "progress")
+
+
+def setting(cfg: dict, drop: tuple[str, ...] = ()) -> dict:
+    """What a run computes, without the seed: the one identity of a run for the run folder, the report's seed
+    grouping and the analysis' pairing. ``drop`` also leaves out method keys (the analysis pairs runs that differ
+    only in ``r``).
+
+    ``init_from`` is the path of another run on this machine: with ``warm_start`` set it is derived from the setting
+    and the seed (``warm_start`` stays in the identity), otherwise it is replaced by the sha256 of the weights it
+    names, so the same starting point has the same identity wherever it lies."""
+    identity = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
+    if isinstance(identity.get("trainer"), dict):
+        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
+    if drop and isinstance(identity.get("method"), dict):
+        identity["method"] = {k: v for k, v in identity["method"].items() if k not in drop}
+    if identity.get("init_from"):
+        identity["init_from"] = None if identity.get("warm_start") else weights_digest(identity["init_from"])
+    return identity
+
+
+def setting_id(cfg: dict) -> str:
+    """Eight hex digits of the setting (see ``setting``): equal for the seeds of one setting on any machine."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(setting(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """sha256 of the method weights under ``path`` (a run folder or a method checkpoint folder); the path itself
+    when there are none to read (the run then fails on it, naming it)."""
+    import hashlib
+
+    folder = Path(path) / "method" if (Path(path) / "method").is_dir() else Path(path)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return str(path)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:

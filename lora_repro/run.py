@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
+import logging.handlers
 import os
 import shutil
 import time
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
 
 from lora_repro import results as rs
 from lora_repro import checkpointing as ckpt
@@ -27,22 +28,16 @@ from lora_repro.methods.prefix import check_input_room
 from lora_repro.models import load_model, load_tokenizer, resolve_source, load_config
 from lora_repro.tasks import get_task
 from lora_repro.tracking import Tracker, start_tracking, wandb_settings
+from lora_repro.errors import MissingInputError, UserError
 
 log = logging.getLogger("lora_repro")
-# trainer keys that only say how often to checkpoint: same results, same run directory (and config ids of runs made
-# before these keys existed stay valid)
-RUNTIME_TRAINER_KEYS = ("save_steps",)
 
 
 def to_dict(cfg: DictConfig | dict) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def config_id(cfg: dict) -> str:
-    identity = {k: v for k, v in cfg.items() if k not in rs.VOLATILE_KEYS and k != "hydra"}
-    if isinstance(identity.get("trainer"), dict):
-        identity["trainer"] = {k: v for k, v in identity["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+config_id = rs.setting_id  # the run's identity: lora_repro.results.setting
 
 
 def run_dir_for(cfg: dict) -> Path:
@@ -54,24 +49,47 @@ TRAINER_FROM_RECIPE = ("batch_size", "epochs", "lr", "max_seq_len", "warmup_rati
 METHOD_FROM_RECIPE = {"r": "lora_r", "alpha": "lora_alpha", "targets": "lora_targets", "bottleneck": "bottleneck"}
 
 
+WARM_START_TASKS = ("mrpc", "rte", "stsb")
+BEST_METHOD_DIR = "method_best"  # the method weights of the run's best epoch (what warm_start=mnli starts from)
+
+
+def recipe_hparams(cfg: dict) -> tuple[str, str, dict]:
+    """(paper model, method block, settings) of the run's recipe: ``trainer.recipe`` names the source (paper |
+    released_scripts), the model (default: the run's, or the paper model a stand-in replaces), the method block and
+    its ``variant`` (``dagger``: Table 9's RoBERTa-large LoRA† block; ``method: lora/dagger`` says the same)."""
+    from lora_repro.report.paper import paper_hparams
+
+    recipe = cfg["trainer"]["recipe"]
+    model = recipe.get("model") or cfg["model"].get("stand_in_for") or cfg["model"]["name"]
+    method = recipe.get("method") or cfg["method"]["name"]
+    if recipe.get("variant") and not method.endswith(f"/{recipe['variant']}"):
+        method = f"{method}/{recipe['variant']}"
+    return model, method, paper_hparams(model, method, cfg["task"]["name"], source=recipe.get("source", "paper"))
+
+
 def apply_recipe(cfg: dict) -> dict:
     """Fill the trainer and method settings left null from the paper's Appendix D (or the released scripts).
 
-    ``trainer.recipe`` names the source; settings given explicitly (yaml or command line) always win.
+    ``trainer.recipe`` names the source; settings given explicitly (yaml or command line) always win. The released
+    scripts' batch is per device: the global batch (``trainer.batch_size``) is that times their GPU count (RoBERTa:
+    16 x 8 = 128); their ``--fp16`` (DeBERTa) fills ``trainer.precision``. A † block (pretrained init) turns the
+    MNLI warm start off for MRPC, RTE and STS-B.
     """
     recipe = cfg["trainer"].get("recipe")
     if not recipe:
         return cfg
-    from lora_repro.report.paper import paper_hparams
-
-    model = recipe.get("model") or cfg["model"].get("stand_in_for") or cfg["model"]["name"]
-    method = recipe.get("method") or cfg["method"]["name"]
-    hp = paper_hparams(model, method, cfg["task"]["name"], source=recipe.get("source", "paper"))
+    model, method, hp = recipe_hparams(cfg)
+    if hp.get("batch_size_scope") == "per_device" and hp.get("batch_size") is not None:
+        hp["batch_size"] = hp["batch_size"] * hp.get("n_gpus", 1)
     for key in TRAINER_FROM_RECIPE:
         if cfg["trainer"].get(key) is None and hp.get(key) is not None:
             cfg["trainer"][key] = hp[key]
+    if cfg["trainer"].get("precision") is None:
+        cfg["trainer"]["precision"] = "fp16" if hp.get("fp16") else "fp32"
     if cfg["trainer"].get("warmup_ratio") is None and hp.get("warmup_steps"):
         cfg["trainer"]["warmup_steps"] = hp["warmup_steps"]
+    if "dagger" in method.split("/")[1:] and cfg.get("warm_start"):
+        cfg["warm_start"] = None  # the † rows start MRPC, RTE and STS-B from the pretrained model
     for key, source_key in METHOD_FROM_RECIPE.items():
         if key in cfg["method"] and cfg["method"][key] is None and hp.get(source_key) is not None:
             cfg["method"][key] = hp[source_key]
@@ -80,24 +98,132 @@ def apply_recipe(cfg: dict) -> dict:
         cfg["model"]["config_overrides"] = {"cls_dropout": hp["cls_dropout"], **(cfg["model"]["config_overrides"] or {})}
     missing = [k for k in ("batch_size", "epochs", "lr", "max_seq_len") if cfg["trainer"].get(k) is None]
     if missing:
-        raise ValueError(f"trainer settings {missing} are null and the recipe ({model}, {method}, {cfg['task']['name']}) "
+        raise UserError(f"trainer settings {missing} are null and the recipe ({model}, {method}, {cfg['task']['name']}) "
                          "has no value for them: set them, e.g. trainer.lr=2e-4")
     return cfg
 
 
+def resolved_config(composed: dict) -> dict:
+    """The settings a job runs with: the recipe's values filled in, smoke runs' schedules cut short (a copy)."""
+    cfg = apply_recipe(copy.deepcopy(composed))
+    if cfg.get("smoke"):
+        from lora_repro import smoke as sm
+
+        sm.limit_schedule(cfg)
+    return cfg
+
+
 def resolve_warm_start(cfg: dict, composed: dict) -> dict:
-    """``warm_start=mnli``: MRPC, RTE and STS-B start from the MNLI-trained method weights of the same setting and
-    seed (the paper's non-dagger rows, Appendix D). The MNLI job must have finished first. ``composed`` is the config
-    before the recipe filled it, from which the MNLI job's own config (and so its run directory) is rebuilt."""
-    if cfg.get("warm_start") != "mnli" or cfg["task"]["name"] not in ("mrpc", "rte", "stsb") or cfg.get("init_from"):
+    """``warm_start=mnli``: MRPC, RTE and STS-B start from the method weights of the *best* MNLI epoch (by MNLI's
+    metric, the run's ``best``) of the same setting and seed (the paper's non-dagger rows, Appendix D: "the best MNLI
+    checkpoint"). The MNLI job must have finished first; it keeps those weights in ``method_best/`` (``method/`` is
+    the last epoch's: used only when the last epoch is the best). ``composed`` is the config before the recipe filled
+    it, from which the MNLI job's own config (and so its run directory) is rebuilt. ``warm_start_epoch: best`` goes
+    into the config (and so the identity): runs warm-started from the last epoch before this rule get other folders."""
+    if cfg.get("warm_start") != "mnli" or cfg["task"]["name"] not in WARM_START_TASKS or cfg.get("init_from"):
         return cfg
-    mnli = apply_recipe(copy.deepcopy({**composed, "task": {**composed["task"], "name": "mnli"}}))
+    mnli = resolved_config({**composed, "task": {**composed["task"], "name": "mnli"}})
     mnli_dir = run_dir_for(mnli)
     if not rs.is_complete(mnli_dir):
-        raise FileNotFoundError(f"warm_start=mnli: the MNLI run {mnli_dir} is not complete; run task=mnli with the "
+        raise MissingInputError(f"warm_start=mnli: the MNLI run {mnli_dir} is not complete; run task=mnli with the "
                                 "same settings first (or set warm_start=null for the dagger setup)")
-    cfg["init_from"] = str(mnli_dir)
+    record = rs.read_results(mnli_dir) or {}
+    best_epoch, last_epoch = (record.get("best") or {}).get("epoch"), (record.get("last") or {}).get("epoch")
+    if (mnli_dir / BEST_METHOD_DIR).is_dir():
+        cfg["init_from"] = str(mnli_dir / BEST_METHOD_DIR)
+    elif best_epoch is not None and best_epoch == last_epoch:
+        cfg["init_from"] = str(mnli_dir)  # its method/ is the best epoch's
+    else:
+        raise MissingInputError(f"warm_start=mnli: the MNLI run {mnli_dir} has no {BEST_METHOD_DIR}/ (written before "
+                                f"runs kept it) and its last epoch ({last_epoch}) is not its best ({best_epoch}): "
+                                "re-run it with force=true, or name the weights to start from with init_from=DIR")
+    cfg["warm_start_epoch"] = "best"
     return cfg
+
+
+class BestMethodSaver(TrainerCallback):
+    """Writes the method weights to ``<run_dir>/method_best/`` whenever an evaluation beats every earlier one on the
+    run's primary metric (ties keep the earlier epoch, as the record's ``best`` does), so a later run can start from
+    the best epoch. Gathered like the final save (a collective under FSDP/ZeRO-3: every rank calls it); only the main
+    process writes. The Trainer restores log_history on resume, so the comparison continues across an interruption.
+    ``trainer`` is set once the Trainer exists."""
+
+    def __init__(self, key: str, run_dir: Path, cfg: dict, trainable_names: list[str], counts: dict):
+        self.key, self.run_dir, self.cfg, self.trainable_names, self.counts = key, run_dir, cfg, trainable_names, counts
+        self.trainer = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        name = f"eval_{self.key}"
+        value = (metrics or {}).get(name)
+        if value is None or self.trainer is None:
+            return
+        earlier = [e[name] for e in state.log_history if name in e][:-1]  # the last entry is this evaluation
+        if earlier and value <= max(earlier):
+            return
+        state_dict = ckpt.gathered_trainable_state(self.trainer, self.trainable_names)
+        if is_main_process():
+            save_method_weights(self.trainer.model, self.run_dir / BEST_METHOD_DIR, self.cfg["method"],
+                                self.cfg["model"]["name"], state_dict=state_dict, counts=self.counts)
+
+
+def saves_best_method(cfg: dict) -> bool:
+    """``trainer.save_best_method`` (default: only for MNLI, the run others warm-start from)."""
+    value = cfg["trainer"].get("save_best_method")
+    return cfg["task"]["name"] == "mnli" if value is None else bool(value)
+
+
+POSITIVE_INT = ("trainer.batch_size", "trainer.eval_batch_size", "trainer.max_seq_len")
+NON_NEGATIVE_INT = ("seed", "trainer.num_workers", "task.subset_seed")
+POSITIVE_INT_OR_NULL = ("trainer.save_steps", "trainer.logging_steps", "trainer.warmup_steps",
+                        "task.max_train_examples", "task.max_eval_examples")
+POSITIVE_NUMBER = ("trainer.epochs",)
+FRACTION = ("trainer.warmup_ratio", "trainer.label_smoothing")
+NON_NEGATIVE_NUMBER = ("trainer.lr", "trainer.weight_decay", "trainer.grad_clip")  # lr 0: a frozen control run
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _setting(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def validate_settings(cfg: dict) -> None:
+    """The types and ranges of the numeric settings, checked before anything is loaded or written: one line naming
+    the setting, the value and what it must be."""
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    rules = ([(k, is_int, lambda v: v > 0, "a positive integer") for k in POSITIVE_INT] +
+             [(k, is_int, lambda v: v >= 0, "a non-negative integer") for k in NON_NEGATIVE_INT] +
+             [(k, is_number, lambda v: v > 0, "a positive number") for k in POSITIVE_NUMBER] +
+             [(k, is_number, lambda v: 0 <= v < 1, "a number in [0, 1)") for k in FRACTION] +
+             [(k, is_number, lambda v: v >= 0, "a non-negative number") for k in NON_NEGATIVE_NUMBER])
+    for key, of_type, in_range, what in rules:
+        value = _setting(cfg, key)
+        if value is not None and not (of_type(value) and in_range(value)):
+            raise UserError(f"{key}={value!r}: must be {what}")
+    for key in POSITIVE_INT_OR_NULL:
+        value = _setting(cfg, key)
+        if value is not None and not (is_int(value) and value > 0):
+            raise UserError(f"{key}={value!r}: must be a positive integer or null")
+    max_steps = _setting(cfg, "trainer.max_steps")
+    if max_steps is not None and not is_int(max_steps):
+        raise UserError(f"trainer.max_steps={max_steps!r}: must be an integer (-1 or 0: train for trainer.epochs)")
+    precision = _setting(cfg, "trainer.precision") or "fp32"
+    if precision not in PRECISIONS:
+        raise UserError(f"trainer.precision={precision!r}; choices: {', '.join(PRECISIONS)}")
+    root = Path(cfg["output_root"])
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"output_root={cfg['output_root']}: {existing} is a file; output_root must be a folder "
+                        "(runs go under it; default $LORA_REPRO_RUNS or runs/)")
 
 
 def prepare(cfg: dict):
@@ -105,15 +231,15 @@ def prepare(cfg: dict):
     spec = get_task(cfg["task"]["name"])
     get_method(cfg["method"]["name"])
     if cfg.get("data_dir") and not Path(cfg["data_dir"]).is_dir():
-        raise FileNotFoundError(f"data folder {cfg['data_dir']} does not exist (set by data_dir or $LORA_REPRO_DATA)")
+        raise MissingInputError(f"data folder {cfg['data_dir']} does not exist (set by data_dir or $LORA_REPRO_DATA)")
     if cfg["method"]["name"] == "lora" and (not isinstance(cfg["method"].get("r"), int) or cfg["method"]["r"] <= 0):
-        raise ValueError(f"method.r must be a positive integer, got {cfg['method'].get('r')!r}")
+        raise UserError(f"method.r must be a positive integer, got {cfg['method'].get('r')!r}")
     smoke = cfg.get("smoke", False)
-    source = resolve_source(cfg["model"])
+    source = smoke_source(cfg["model"]) if smoke else resolve_source(cfg["model"])
     if smoke:
         from lora_repro import smoke as sm
 
-        splits, data_source = load_splits(spec, cfg, smoke)
+        splits, data = load_splits(spec, cfg, smoke)
         texts = [t for ds in splits.values() for f in spec.text_fields for t in ds[f]]
         tokenizer = sm.train_tokenizer(texts, decoder=spec.kind == "generation")
         config = sm.shrink_config(load_config(cfg["model"], source), len(tokenizer), sm.special_token_ids(tokenizer))
@@ -121,7 +247,7 @@ def prepare(cfg: dict):
     else:  # the model first: a missing model is reported before minutes of data loading
         model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, source=source)
         tokenizer = load_tokenizer(source)
-        splits, data_source = load_splits(spec, cfg, smoke)
+        splits, data = load_splits(spec, cfg, smoke)
     if spec.kind == "generation":  # decoding settings checked; separator/EOS/pad agree for tokenizer and model
         from lora_repro.generation import DecodingSettings, configure_special_tokens
 
@@ -134,7 +260,16 @@ def prepare(cfg: dict):
     if cfg.get("init_from"):
         load_method_weights(model, _method_dir(cfg["init_from"]), apply=False, include_head=False)
     apply_fast_path(model, cfg)
-    return spec, splits, data_source, tokenizer, model, source
+    return spec, splits, data, tokenizer, model, source
+
+
+def smoke_source(model_cfg: dict):
+    """Smoke runs need no weights: the model's architecture from its yaml (every model config has one), shrunk."""
+    from lora_repro.models import ModelSource
+
+    if not model_cfg.get("architecture"):
+        return resolve_source(model_cfg)  # a model.path / $LORA_REPRO_MODELS folder without an architecture entry
+    return ModelSource("architecture", model_cfg["name"], ["smoke: the architecture in conf/model, no weights"])
 
 
 FROZEN_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -160,7 +295,7 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
         try:
             model.set_attn_implementation(attn)
         except (ValueError, ImportError) as error:
-            raise ValueError(f"trainer.attn_implementation={attn!r} is not available for {cfg['model']['name']}: "
+            raise UserError(f"trainer.attn_implementation={attn!r} is not available for {cfg['model']['name']}: "
                              f"{error}") from None
     requested, precision = t.get("frozen_dtype", "auto"), t.get("precision") or "fp32"
     if requested in (None, "none", False):
@@ -170,13 +305,13 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
             return {"frozen_dtype": None, "cast_parameters": 0}
         requested = precision
     elif requested not in FROZEN_DTYPES:
-        raise ValueError(f"trainer.frozen_dtype must be one of auto, bf16, fp16, null; got {requested!r}")
+        raise UserError(f"trainer.frozen_dtype must be one of auto, bf16, fp16, null; got {requested!r}")
     elif method == "full_ft":
-        raise ValueError(f"trainer.frozen_dtype={requested} is for methods that freeze the pretrained weights (lora, "
+        raise UserError(f"trainer.frozen_dtype={requested} is for methods that freeze the pretrained weights (lora, "
                          "adapters, bitfit): full_ft trains them, and storing them in half precision would change its "
                          "numerics; use trainer.precision=bf16 (autocast over fp32 weights) instead")
     elif precision != requested:
-        raise ValueError(f"trainer.frozen_dtype={requested} needs trainer.precision={requested} (autocast), got "
+        raise UserError(f"trainer.frozen_dtype={requested} needs trainer.precision={requested} (autocast), got "
                          f"precision={precision}: without autocast in that dtype, activations and weights would disagree")
 
     def is_matmul(module: torch.nn.Module) -> bool:
@@ -206,27 +341,35 @@ def _method_dir(path: str) -> Path:
 def load_splits(spec, cfg: dict, smoke: bool):
     import datasets
 
+    from lora_repro.tasks import RowPolicy
+
     task_cfg = cfg["task"]
     names = (spec.train_split, *spec.eval_splits)
+    rows = RowPolicy(skip=bool(task_cfg.get("skip_malformed_rows", False)))
     n_train, n_eval = task_cfg.get("max_train_examples"), task_cfg.get("max_eval_examples")
     if smoke:
         from lora_repro import smoke as sm
 
         n_train, n_eval = sm.SMOKE_TRAIN, sm.SMOKE_EVAL
         try:
-            splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto")) for s in names}
+            splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto"), rows) for s in names}
             data_source = "real"
         except FileNotFoundError:
             splits = {s: datasets.Dataset.from_dict(sm.synthetic_rows(spec, 64, i)) for i, s in enumerate(names)}
             data_source = "synthetic"
+            log.warning("smoke run: no data files for %s, synthetic rows of its schema (nothing to learn from)",
+                        spec.name)
     else:
-        splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto")) for s in names}
+        splits = {s: spec.load(s, cfg.get("data_dir"), cfg.get("data_source", "auto"), rows) for s in names}
         data_source = cfg.get("data_dir") or "hub"
+    if rows.skipped:
+        log.warning("skipped malformed rows (task.skip_malformed_rows=true): %s", rows.skipped)
+    data = {"source": data_source, "skipped_rows": rows.skipped}
     # subsets are fixed by the data seed, not the run seed, so every seed and method sees the same examples
     for split, limit in [(spec.train_split, n_train)] + [(s, n_eval) for s in spec.eval_splits]:
         if limit and len(splits[split]) > limit:
             splits[split] = splits[split].shuffle(seed=task_cfg.get("subset_seed", 0)).select(range(limit))
-    return splits, data_source
+    return splits, data
 
 
 def tokenize(spec, splits: dict, tokenizer, max_len: int) -> dict:
@@ -270,7 +413,7 @@ def is_main_process() -> bool:
 def per_device_batch_size(batch_size: int, processes: int) -> int:
     """``trainer.batch_size`` is the global batch (the paper's); data-parallel processes split it."""
     if batch_size % processes:
-        raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must divide evenly over "
+        raise UserError(f"trainer.batch_size={batch_size} is the global batch and must divide evenly over "
                          f"{processes} processes (WORLD_SIZE); choose a multiple of {processes}")
     return batch_size // processes
 
@@ -294,11 +437,11 @@ def training_arguments(cfg: dict, run_dir: Path, eval_batch_size: int = 64, **ov
         save_strategy=("steps" if save_steps else "epoch") if t.get("save_checkpoints", True) else "no",
         save_steps=save_steps,
         save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
-        logging_strategy="epoch" if max_steps <= 0 else "steps", logging_steps=max(1, t.get("logging_steps") or max_steps),
+        logging_strategy="steps", logging_steps=t.get("logging_steps") or 10,
         bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
         train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
         torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
-        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not t.get("progress", True), use_cpu=not torch.cuda.is_available(),
     )
     settings.update(overrides)
     return TrainingArguments(**settings)
@@ -327,6 +470,9 @@ def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path,
                                 data_collator=DataCollatorWithPadding(tokenizer),
                                 compute_metrics=lambda p: spec.score(p.predictions, p.label_ids),
                                 callbacks=ckpt.trainer_callbacks(args) + tracker.callbacks())
+    if saves_best_method(cfg):  # the best epoch's method weights, for warm_start=mnli (resolve_warm_start)
+        trainer.add_callback(saver := BestMethodSaver(primary_key(spec), run_dir, cfg, trainable_names, counts))
+        saver.trainer = trainer
     output, resumed_from = ckpt.train_resuming(trainer, quarantine=is_main_process())
     curve = epoch_curve(trainer.state.log_history, spec)
     if not curve:  # a run shorter than one epoch still gets its evaluation
@@ -352,16 +498,28 @@ def run(cfg: DictConfig | dict) -> dict:
         from lora_repro.report.param_counts import param_counts_job
 
         return param_counts_job(cfg)
-    cfg = resolve_warm_start(apply_recipe(copy.deepcopy(cfg)), cfg)
+    with JobLog() as job_log:
+        return train_job(cfg, job_log)
+
+
+def train_job(cfg: dict, job_log: "JobLog") -> dict:
+    """config -> recipe -> validation -> model, method, data -> train and evaluate -> results.json."""
+    validate_settings(cfg)  # before the recipe: a typo'd number fails before anything is loaded
+    cfg = resolve_warm_start(resolved_config(cfg), cfg)
+    validate_settings(cfg)  # and what the recipe filled in
     run_dir = run_dir_for(cfg)
     if rs.is_complete(run_dir) and not cfg.get("force"):
         log.info("already complete, skipping: %s", run_dir)
         return rs.read_results(run_dir)
     wandb_settings(cfg)  # a bad wandb.mode stops the job before anything is written
+    if cfg.get("smoke"):
+        log.warning("smoke run (smoke=true): a tiny random %s, a word-level tokenizer, a few examples: checks the "
+                    "pipeline, scores mean nothing", cfg["model"]["name"])
+        torch.set_num_threads(1)  # a tiny model's ops are fastest on one thread (2 threads on a busy CPU: 10x slower)
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     start = time.time()
-    spec, splits, data_source, tokenizer, model, source = prepare(cfg)
+    spec, splits, data, tokenizer, model, source = prepare(cfg)
     counts = parameter_counts(model)
     log.info("%s on %s with %s: %s trainable parameters (%s in the head) of %s", cfg["model"]["name"], spec.name,
              cfg["method"]["name"], f"{counts['trainable']:,}", f"{counts['trainable_head']:,}", f"{counts['total']:,}")
@@ -373,10 +531,11 @@ def run(cfg: DictConfig | dict) -> dict:
                         "init": "random (smoke)" if cfg.get("smoke") else cfg["model"].get("init", "pretrained"),
                         "stand_in_for": cfg["model"].get("stand_in_for")},
               "task": spec.name, "method": cfg["method"]["name"], "parameters": counts,
-              "data": {"source": data_source}, "hardware": rs.hardware(), "versions": rs.versions()}
+              "data": data, "hardware": rs.hardware(), "versions": rs.versions(), "log": str(run_dir / JOB_LOG)}
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
+        job_log.open(run_dir / JOB_LOG)
     tracker, exit_code = Tracker(), 1
     try:  # the wandb run is finished whatever happens (exit code 1 unless the job completed)
         try:
@@ -407,13 +566,48 @@ def run(cfg: DictConfig | dict) -> dict:
     return record
 
 
+JOB_LOG = "job.log"
+
+
+class JobLog:
+    """The job's log (this suite's, Hydra's, the Trainer's) also goes to ``<run_dir>/job.log``, beside results.json,
+    appended to (an interrupted and resumed run keeps both parts). Lines logged before the run folder exists are
+    held in memory, so a run that fails validation writes nothing."""
+
+    LOGGERS = ("", "transformers")  # the root logger, and transformers' (which does not propagate)
+    FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+    def __enter__(self) -> "JobLog":
+        self.handler: logging.Handler = logging.handlers.BufferingHandler(capacity=1_000_000)
+        self._attach(self.handler)
+        return self
+
+    def open(self, path: Path) -> None:
+        file = logging.FileHandler(path, encoding="utf-8")
+        file.setFormatter(logging.Formatter(self.FORMAT))
+        for record in self.handler.buffer:
+            file.handle(record)
+        self.__exit__()
+        self.handler = file
+        self._attach(file)
+
+    def _attach(self, handler: logging.Handler) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(handler)
+
+    def __exit__(self, *exc) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self.handler)
+        self.handler.close()
+
+
 def record_failure(cfg: DictConfig | dict, error: BaseException) -> Path | None:
     """A sweep job that failed before training started (bad setting, missing data) still leaves a results.json
     with status failed, so the report names it and a re-run retries it; a job's own record is never overwritten."""
     try:
         cfg = to_dict(cfg)
         cfg.pop("hydra", None)
-        cfg = resolve_warm_start(apply_recipe(copy.deepcopy(cfg)), cfg)
+        cfg = resolve_warm_start(resolved_config(cfg), cfg)
         run_dir = run_dir_for(cfg)
     except Exception:  # no run directory can be named the way run() would; the sweep log has the error
         return None

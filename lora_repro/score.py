@@ -12,6 +12,7 @@ import sys
 
 from lora_repro.metrics import TASKS, score
 from lora_repro.metrics.files import read_hypotheses, read_reference_groups, read_single_references
+from lora_repro.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Score NLG outputs against references as the official scorers do.",
         epilog="References file: the references of one segment on consecutive lines, segments "
                "separated by a blank line (E2E official format); for wikisql one gold SQL "
-               "query per line. Set METEOR_JAR to a meteor-1.5.jar for the official METEOR.")
+               "query per line. METEOR and the E2E PTB tokenisation run pycocoevalcap's jars "
+               "and need java on the PATH (without it: meteor_approx and an emulated tokeniser); "
+               "METEOR_JAR overrides the meteor-1.5.jar.")
     parser.add_argument("task", choices=TASKS, help="which task's metrics to compute")
     parser.add_argument("hypotheses", help="file with one output per line")
     parser.add_argument("references", help="references file (format below)")
@@ -29,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.db is not None and args.task != "wikisql":
-            raise ValueError(f"--db is only used by the wikisql task, not {args.task}")
+            raise UserError(f"--db is only used by the wikisql task, not {args.task}")
         hypotheses = read_hypotheses(args.hypotheses)
         if args.task == "wikisql":
             references = read_single_references(args.references)
         else:
             references = read_reference_groups(args.references, len(hypotheses))
         if len(hypotheses) != len(references):
-            raise ValueError(f"{len(hypotheses)} hypotheses in {args.hypotheses} but "
+            raise UserError(f"{len(hypotheses)} hypotheses in {args.hypotheses} but "
                              f"{len(references)} reference groups in {args.references}")
         scores = score(args.task, hypotheses, references, db_path=args.db)
     except (OSError, ValueError) as error:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from lora_repro.errors import UserError
 
 log = logging.getLogger("lora_repro")
 MODES = ("disabled", "offline", "online")
@@ -21,7 +22,7 @@ def wandb_settings(cfg: dict) -> dict:
     settings = {"mode": "disabled", "project": "lora-repro", "entity": None, "group": None, "dir": None,
                 "tags": [], **(cfg.get("wandb") or {})}
     if settings["mode"] not in MODES:
-        raise ValueError(f"wandb.mode must be one of {', '.join(MODES)}, got {settings['mode']!r}")
+        raise UserError(f"wandb.mode must be one of {', '.join(MODES)}, got {settings['mode']!r}")
     return settings
 
 

@@ -68,13 +68,15 @@ def test_local_launcher_config_wraps_submitit_local():
 
 
 def test_a_job_failing_before_training_still_leaves_a_failed_record(tmp_path):
-    from lora_repro.run import record_failure, run_dir_for, to_dict
+    # a bug before training (not a user error: those write nothing, tests/test_errors.py)
+    from lora_repro.run import record_failure, resolved_config, run_dir_for, to_dict
 
-    cfg = composed([f"output_root={tmp_path}", "smoke=true", "method.r=0"])
-    path = record_failure(cfg, ValueError("method.r must be a positive integer, got 0"))
+    cfg = composed([f"output_root={tmp_path}", "smoke=true"])
+    path = record_failure(cfg, RuntimeError("tokenizer exploded"))
     record = rs.read_results(path.parent)
-    assert record["status"] == "failed" and "method.r must be a positive integer" in record["error"]
-    assert path.parent == run_dir_for(to_dict(cfg)) and record["method"] == "lora" and record["seed"] == 0
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: tokenizer exploded"
+    assert path.parent == run_dir_for(resolved_config(to_dict(cfg))) and record["method"] == "lora"
+    assert record["seed"] == 0
     # a job's own (richer) record is never overwritten
     rs.write_json_atomic(path, {**record, "error": "the job's own words"})
     assert record_failure(cfg, ValueError("later")) is None

@@ -54,3 +54,15 @@ def test_glue_tables_run_in_smoke_mode(tmp_path, experiment):
                   and "seed=3" not in j and "seed=4" not in j])
     assert len(records) == n_jobs
     assert all('"status": "complete"' in r.read_text() for r in records)
+
+
+def test_the_experiment_cards_name_existing_experiments_and_results():
+    import re
+
+    cards = sorted((REPO / "experiments").glob("*.md"))
+    assert len(cards) >= 17  # one per paper table and figure, and the index
+    text = "\n".join(card.read_text() for card in cards)
+    named = set(re.findall(r"\+experiment=([A-Za-z0-9_]+)", text))
+    assert named and named <= set(EXPERIMENTS), named - set(EXPERIMENTS)
+    index = (REPO / "experiments" / "README.md").read_text()
+    assert all(card.name in index for card in cards if card.name != "README.md")

@@ -219,7 +219,7 @@ def test_sigkill_mid_epoch_while_writing_a_checkpoint_then_resume_is_bitwise_ide
     assert code == 0, out[-3000:]
     expected = json.loads((only_run_dir(tmp_path / "uninterrupted") / "results.json").read_text())
     assert expected["resumed_from"] is None and expected["global_steps"] == resumed["global_steps"] == 16
-    assert len(expected["curve"]) == 2 and len(expected["train_loss"]) == 7  # an eval per epoch, a loss per save
+    assert len(expected["curve"]) == 2 and len(expected["train_loss"]) == 8  # an eval per epoch; a loss per save + step 10
     assert resumed["curve"] == expected["curve"]  # evaluation per epoch, exact float equality
     assert resumed["train_loss"] == expected["train_loss"]
     assert resumed["best"] == expected["best"] and resumed["last"] == expected["last"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lora_repro.run import run, run_dir_for, to_dict
+from lora_repro.run import resolved_config, run, run_dir_for, to_dict
 from lora_repro.tracking import wandb_group, wandb_run_id, wandb_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +138,6 @@ def test_offline_runs_carry_group_name_config_and_are_finished_also_on_failure(t
     bad = smoke_cfg(tmp_path, "wandb.mode=offline", "trainer.lr_scheduler=bogus")
     with pytest.raises(ValueError, match="bogus"):
         run(bad)
-    failed = offline_run(tmp_path / "wandb_dir", wandb_run_id(run_dir_for(bad)))
+    failed = offline_run(tmp_path / "wandb_dir", wandb_run_id(run_dir_for(resolved_config(bad))))
     assert failed["exit_code"] == 1 and failed["summary"]["status"] == "failed"
     assert "bogus" in failed["summary"]["error"] and failed["name"] == "seed0"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from lora_repro import results as rs
-from lora_repro.analysis.checkpoint import LoraModule, iter_lora_modules
+from lora_repro.analysis.checkpoint import LoraModule, iter_lora_modules, iter_model_lora_modules
 from lora_repro.analysis.spectrum import amplification, delta_w, effective_rank, numerical_rank, spectrum
 from lora_repro.analysis.subspace import (
     similarity_grid_of_bases,
@@ -41,15 +41,14 @@ from lora_repro.analysis.subspace import (
     subspace_similarity,
     subspace_similarity_grid,
 )
+from lora_repro.errors import MissingInputError, UserError
 
 log = logging.getLogger("lora_repro")
 
 ANALYSES = ("subspace", "amplification", "spectra", "w_vs_delta_w", "performance")
 NEEDS_BASE = ("amplification", "w_vs_delta_w")  # need W, which means rebuilding the base model
 MANIFEST_FILE = "manifest.json"
-# settings that say which run this is but not what it computed (a run's identity leaves them out too); ignored when
-# pairing runs that differ in r or seed. "experiment": the run group's key in records written before run_group.
-_NOT_IDENTITY = (*rs.VOLATILE_KEYS, "experiment", "label", "hydra")
+
 
 
 # ---------------------------------------------------------------- loading runs
@@ -122,16 +121,16 @@ def load_lora_run(run_dir: str | Path) -> LoraRun:
     run_dir = Path(run_dir)
     record = rs.read_results(run_dir)
     if record is None:
-        raise FileNotFoundError(f"{run_dir}: no readable {rs.RESULTS_FILE}; pass a run directory (…/seed<N>)")
+        raise MissingInputError(f"{run_dir}: no readable {rs.RESULTS_FILE}; pass a run directory (…/seed<N>)")
     if record.get("status") != "complete":
-        raise ValueError(f"{run_dir}: run status is {record.get('status')!r}, not 'complete'")
+        raise UserError(f"{run_dir}: run status is {record.get('status')!r}, not 'complete'")
     meta = read_method_config(run_dir / "method")
     if meta["method"].get("name") != "lora":
-        raise ValueError(f"{run_dir}: method is {meta['method'].get('name')!r}; the Section 7 analyses need 'lora'")
+        raise UserError(f"{run_dir}: method is {meta['method'].get('name')!r}; the Section 7 analyses need 'lora'")
     state = load_file(str(run_dir / "method" / WEIGHTS_FILE))
     modules = {m.name: m for m in iter_lora_modules(state)}
     if not modules:
-        raise ValueError(f"{run_dir / 'method' / WEIGHTS_FILE}: no '.lora_A' / '.lora_B' pairs in the checkpoint")
+        raise UserError(f"{run_dir / 'method' / WEIGHTS_FILE}: no '.lora_A' / '.lora_B' pairs in the checkpoint")
     return LoraRun(run_dir, record, meta["method"], modules)
 
 
@@ -140,16 +139,31 @@ def find_lora_runs(paths: Iterable[str | Path]) -> tuple[list[LoraRun], list[str
     runs, skipped = [], []
     for root in map(Path, paths):
         if not root.exists():
-            raise FileNotFoundError(f"{root}: no such run directory or experiment folder")
+            raise MissingInputError(f"{root}: no such run directory or experiment folder")
         result_files = [root / rs.RESULTS_FILE] if (root / rs.RESULTS_FILE).is_file() else sorted(
             root.rglob(rs.RESULTS_FILE))
         for path in result_files:
-            try:
-                runs.append(load_lora_run(path.parent))
-            except (ValueError, FileNotFoundError, KeyError) as error:
-                skipped.append(f"{path.parent}: {error}")
+            run = guarded(path.parent, "loading", lambda: load_lora_run(path.parent), skipped)
+            if run is not None:
+                runs.append(run)
     runs.sort(key=lambda run: (run.targets, run.r, run.seed, str(run.run_dir)))
     return runs, skipped
+
+
+def guarded(run: LoraRun | str | Path, what: str, compute, failures: list[str], default=None):
+    """compute(), or `default` when it fails, so one bad run does not sink the analysis of the others; the failure
+    is appended to `failures` naming the run. A user-fixable input (UserError, a missing or unreadable file) is
+    logged as one line; anything else is a bug and is logged with its traceback."""
+    label = run.run_dir if isinstance(run, LoraRun) else run
+    try:
+        return compute()
+    except (UserError, OSError, KeyError) as error:  # an unfinished, foreign or damaged run: skip it
+        failures.append(f"{label}: {what}: {type(error).__name__}: {error}")
+        log.error("%s %s skipped: %s: %s", what, label, type(error).__name__, error)
+    except Exception as error:  # noqa: BLE001 - a bug: show it in full, then go on with the other runs
+        failures.append(f"{label}: {what}: BUG {type(error).__name__}: {error} (traceback in the log)")
+        log.exception("%s %s failed with an unexpected error (a bug in lora_repro, please report it)", what, label)
+    return default
 
 
 # ---------------------------------------------------------------- where a module sits
@@ -157,9 +171,16 @@ def find_lora_runs(paths: Iterable[str | Path]) -> tuple[list[LoraRun], list[str
 
 def module_site(name: str) -> tuple[int | None, str]:
     """(layer index, logical module name) of a module path, via the family maps: 'bert.encoder.layer.3.attention.
-    self.query' -> (3, 'q'). Unknown paths keep their last component as the module and layer None."""
+    self.query' -> (3, 'q'); a slice of GPT-2's fused c_attn, 'transformer.h.3.attn.c_attn.lora.q' -> (3, 'q').
+    Unknown paths keep their last component as the module and layer None."""
     from lora_repro.models.families import FAMILIES
 
+    for family in FAMILIES.values():  # a slice of a fused projection: 'transformer.h.3.attn.c_attn.lora.q' -> (3, 'q')
+        fused = re.search(rf"(^|\.)(?:{family.fused_qkv})\.lora\.(\w+)$", name) if family.fused_qkv else None
+        if fused and fused.group(fused.lastindex) in family.fused_order:
+            layer_match = re.search(family.layers, name)
+            layer = int(re.findall(r"\d+", layer_match.group(0))[-1]) if layer_match else None
+            return layer, fused.group(fused.lastindex)
     for family in FAMILIES.values():
         layer_match = re.search(family.layers, name)
         for logical, pattern in family.modules.items():
@@ -199,27 +220,25 @@ def base_weights(run: LoraRun) -> dict[str, BaseWeights]:
     (real or synthetic) now as at training time; otherwise W would silently differ, and this raises instead.
     """
     from lora_repro import run as run_module
-    from lora_repro.methods.lora import lora_layers
 
     cfg = json.loads(json.dumps(run.config))  # a private copy: prepare must not touch the record
     torch.manual_seed(run.seed)  # what run.run() does before prepare: the same random draws, in the same order
     np.random.seed(run.seed)
-    _, _, data_source, _, model, _ = run_module.prepare(cfg)
-    trained_on = run.record.get("data", {}).get("source")
+    _, _, data, _, model, _ = run_module.prepare(cfg)
+    data_source, trained_on = data["source"], run.record.get("data", {}).get("source")
     if run.record.get("smoke") and data_source != trained_on:
-        raise ValueError(f"{run.run_dir}: smoke run trained on {trained_on!r} data but rebuilding finds {data_source!r}"
+        raise UserError(f"{run.run_dir}: smoke run trained on {trained_on!r} data but rebuilding finds {data_source!r}"
                          " data; the random base model would differ (set LORA_REPRO_DATA as at training time)")
-    weights = {}
-    for name, layer in lora_layers(model):
-        W = layer.base.weight.detach()
-        weights[name] = BaseWeights((W.T if layer.fan_in_fan_out else W).clone(), layer.lora_A.detach().clone())
+    # one entry per adapted weight, named as the checkpoint names it: a fused layer (GPT-2's c_attn) gives one per
+    # slice, "...c_attn.lora.q" with W = W_q (its rows of the out x in weight), not the whole fused 3d x d matrix
+    weights = {m.name: BaseWeights(m.W.clone(), m.A.clone()) for m in iter_model_lora_modules(model)}
     missing = sorted(set(run.modules) - set(weights))
     if missing:
-        raise ValueError(f"{run.run_dir}: rebuilt model has no LoRA layer for {missing[:3]}: base model or settings "
+        raise UserError(f"{run.run_dir}: rebuilt model has no LoRA layer for {missing[:3]}: base model or settings "
                          "changed since training")
     for name, module in run.modules.items():
         if tuple(weights[name].W.shape) != (module.B.shape[0], module.A.shape[1]):
-            raise ValueError(f"{run.run_dir}: {name}: rebuilt W is {tuple(weights[name].W.shape)} but the checkpoint's "
+            raise UserError(f"{run.run_dir}: {name}: rebuilt W is {tuple(weights[name].W.shape)} but the checkpoint's "
                              f"ΔW is {(module.B.shape[0], module.A.shape[1])}")
     return weights
 
@@ -228,11 +247,11 @@ def base_weights(run: LoraRun) -> dict[str, BaseWeights]:
 
 
 def _identity(run: LoraRun, drop: str) -> str:
-    """The run's settings without its labels and without `drop` ("r" or "seed"): equal for runs that differ only there."""
-    cfg = {k: v for k, v in run.config.items() if k not in _NOT_IDENTITY}
+    """The run's setting (lora_repro.results.setting) without `drop` ("r" or "seed"): equal for runs that differ only
+    there."""
+    cfg = rs.setting(run.config, drop=(drop,) if drop != "seed" else ())
     if drop != "seed":
         cfg["seed"] = run.seed
-    cfg["method"] = {k: v for k, v in cfg.get("method", {}).items() if k != drop}
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
@@ -278,7 +297,7 @@ def subspace_pair(run_a: LoraRun, run_b: LoraRun, baseline_seed: int = 0,
     pair_id = f"{run_a.run_id}__vs__{run_b.run_id}"
     shared = sorted(set(run_a.modules) & set(run_b.modules), key=_site_order)
     if not shared:
-        raise ValueError(f"{run_a.run_dir} and {run_b.run_dir} adapt no module in common")
+        raise UserError(f"{run_a.run_dir} and {run_b.run_dir} adapt no module in common")
     generator = torch.Generator().manual_seed(baseline_seed)
     rows, arrays = [], {}
     for name in shared:
@@ -482,18 +501,19 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
     """
     unknown = sorted(set(analyses) - set(ANALYSES))
     if unknown:
-        raise ValueError(f"unknown analyses {unknown}; choices: {', '.join(ANALYSES)}")
+        raise UserError(f"unknown analyses {unknown}; choices: {', '.join(ANALYSES)}")
     runs, skipped = find_lora_runs(paths)
     if not runs:
         detail = f" (skipped: {'; '.join(skipped[:3])})" if skipped else ""
-        raise FileNotFoundError(f"no complete LoRA run under {', '.join(map(str, paths))}{detail}")
+        raise MissingInputError(f"no complete LoRA run under {', '.join(map(str, paths))}{detail}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     manifest = {"schema": 1, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "labels": _labels(runs),
                 "analysis_command": analysis_command,
                 "train_command": train_command, "inputs": [str(p) for p in paths],
-                "runs": [run.describe() for run in runs], "skipped": skipped, "analyses": list(analyses), "files": {}}
+                "runs": [run.describe() for run in runs], "skipped": skipped, "analyses": list(analyses), "files": {},
+                "failed": []}  # per-run analyses that failed (the others went on); skipped_base: runs without W
     sections = [f"# Section 7 analysis: {', '.join(map(str, manifest['labels']['experiments']))}\n", _header(manifest)]
 
     # W (and A0) need the base model rebuilt: one run at a time, keeping only the small A0's for the subspace pairs
@@ -502,17 +522,17 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
         manifest["skipped_base"] = []
         for run in runs:
             log.info("rebuilding the base model of %s", run.run_dir)
-            try:
-                weights = base_weights(run)
-            except (ValueError, FileNotFoundError, OSError) as error:  # one unbuildable run must not sink the rest
-                manifest["skipped_base"].append(f"{run.run_dir}: {type(error).__name__}: {error}")
-                log.error("no W for %s: %s", run.run_dir, error)
+            weights = guarded(run, "rebuilding W of", lambda: base_weights(run), manifest["skipped_base"])
+            if weights is None:
                 continue
             inits[run.run_dir] = {name: base.A0 for name, base in weights.items() if base.A0 is not None}
             if "amplification" in analyses:
-                amp_rows += amplification_of_run(run, weights)
+                amp_rows += guarded(run, "Table 7 of", lambda: amplification_of_run(run, weights),
+                                    manifest["failed"], default=[])
             if "w_vs_delta_w" in analyses:
-                run_rows, run_arrays = w_vs_delta_w_of_run(run, weights, max_w_directions)
+                run_rows, run_arrays = guarded(
+                    run, "Figure 8 of", lambda: w_vs_delta_w_of_run(run, weights, max_w_directions),
+                    manifest["failed"], default=([], {}))
                 w_rows += run_rows
                 w_arrays.update(run_arrays)
             del weights
@@ -522,9 +542,11 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
         for kind, pairs in (("rank", rank_pairs(runs)), ("seed", seed_pairs(runs))):
             for a, b in pairs:
                 pair_inits = (inits[a.run_dir], inits[b.run_dir]) if a.run_dir in inits and b.run_dir in inits else None
-                summary, grids = subspace_pair(a, b, inits=pair_inits)
-                summaries.append({"kind": kind, **summary})
-                arrays.update(grids)
+                result = guarded(f"{a.run_dir} vs {b.run_dir}", "subspace similarity of",
+                                 lambda: subspace_pair(a, b, inits=pair_inits), manifest["failed"])
+                if result is not None:
+                    summaries.append({"kind": kind, **result[0]})
+                    arrays.update(result[1])
         rs.write_json_atomic(out_dir / "subspace.json", summaries)
         manifest["files"]["subspace"] = _files("subspace.json", _save_npz(out_dir / "subspace.npz", arrays))
         sections.append("## Subspace similarity φ(A_a, A_b, i, j) (Figures 3, 4)\n")
@@ -543,7 +565,8 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
     if "spectra" in analyses:
         rows, arrays = [], {}
         for run in runs:
-            run_rows, run_arrays = spectra_of_run(run)
+            run_rows, run_arrays = guarded(run, "spectra of", lambda: spectra_of_run(run), manifest["failed"],
+                                           default=([], {}))
             rows += run_rows
             arrays.update(run_arrays)
         rs.write_json_atomic(out_dir / "spectra.json", rows)
@@ -575,13 +598,17 @@ def analyse(paths: Sequence[str | Path], out_dir: str | Path, analyses: Sequence
                      _markdown(w_rows, columns)]
 
     if "performance" in analyses:
-        rows = performance_rows(runs)
+        rows = guarded("all runs", "performance rows of", lambda: performance_rows(runs), manifest["failed"],
+                       default=[])
         rs.write_json_atomic(out_dir / "performance.json", rows)
         manifest["files"]["performance"] = ["performance.json"]
         sections += ["\n## Scores (Tables 5, 6) beside the paper's GPT-3 175B numbers for the same weight types and r\n",
                      _markdown(rows, ("run_id", "targets", "r", "seed", "trainable_without_head", "metric", "best",
                                       "last", "paper_gpt3_mnli_m", "paper_gpt3_wikisql"))]
 
+    if manifest["failed"]:
+        sections += ["\n**Analyses that failed (the rest went on; see the log):**\n"]
+        sections += [f"- {line}" for line in manifest["failed"]]
     manifest["analysis_wall_time_s"] = round(time.time() - start, 1)
     (out_dir / "summary.md").write_text("\n".join(sections))
     manifest["files"]["summary"] = ["summary.md"]

@@ -13,6 +13,7 @@ import importlib
 from typing import Callable
 
 from torch import nn
+from lora_repro.errors import UserError
 
 MethodFn = Callable[[nn.Module, dict, "object"], None]
 _METHODS: dict[str, MethodFn] = {}
@@ -42,7 +43,7 @@ def method_names() -> list[str]:
 def get_method(name: str) -> MethodFn:
     _load_all()
     if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; choices: {', '.join(sorted(_METHODS))}")
+        raise UserError(f"unknown method {name!r}; choices: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
 

@@ -33,6 +33,7 @@ from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
 from lora_repro.methods.ft_top2 import block_submodule, transformer_blocks
 from lora_repro.models.families import Family
+from lora_repro.errors import UnsupportedError, UserError
 
 ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 INITS = ("zero_up", "houlsby")
@@ -53,9 +54,9 @@ class Bottleneck(nn.Module):
         super().__init__()
         check_bottleneck(r)
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown adapter activation {activation!r}; choices: {', '.join(ACTIVATIONS)}")
+            raise UserError(f"unknown adapter activation {activation!r}; choices: {', '.join(ACTIVATIONS)}")
         if init not in INITS:
-            raise ValueError(f"unknown adapter init {init!r}; choices: {', '.join(INITS)}")
+            raise UserError(f"unknown adapter init {init!r}; choices: {', '.join(INITS)}")
         self.layer_norm = nn.LayerNorm(d, eps=eps, device=device, dtype=dtype) if layer_norm else nn.Identity()
         self.down = nn.Linear(d, r, device=device, dtype=dtype)
         self.act = ACTIVATIONS[activation]()
@@ -83,7 +84,7 @@ class AdapterDrop:
 
     def __init__(self, n_blocks: int, random_drop: bool, eval_drop_layers: int):
         if not isinstance(eval_drop_layers, int) or not 0 <= eval_drop_layers < n_blocks:
-            raise ValueError(f"method.eval_drop_layers must be an integer in 0..{n_blocks - 1}, "
+            raise UserError(f"method.eval_drop_layers must be an integer in 0..{n_blocks - 1}, "
                              f"got {eval_drop_layers!r}")
         self.n_blocks, self.random_drop, self.eval_drop_layers = n_blocks, bool(random_drop), eval_drop_layers
         self.dropped = eval_drop_layers  # the lowest this many blocks skip their adapters
@@ -135,7 +136,7 @@ class PfeifferOutput(nn.Module):
 
 def check_bottleneck(r) -> None:
     if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise ValueError(f"method.bottleneck (the adapter's r) must be a positive integer, got {r!r}")
+        raise UserError(f"method.bottleneck (the adapter's r) must be a positive integer, got {r!r}")
 
 
 def _is_post_ln_output(module: nn.Module) -> bool:
@@ -144,7 +145,7 @@ def _is_post_ln_output(module: nn.Module) -> bool:
 
 def _check_free(parent: nn.Module, parent_name: str) -> None:
     if hasattr(parent, ADAPTER):
-        raise ValueError(f"{parent_name or type(parent).__name__} already has an adapter: an adapter method was "
+        raise UserError(f"{parent_name or type(parent).__name__} already has an adapter: an adapter method was "
                          "applied twice")
 
 
@@ -159,11 +160,11 @@ def add_adapters(model: nn.Module, family: Family, placement: str, r: int, activ
     """Insert adapters (trainable, everything else untouched); returns the adapter modules' names.
     ``drop_layers``: the lowest blocks get none; ``drop``: decides per pass which blocks' adapters run."""
     if placement not in PLACEMENTS:
-        raise ValueError(f"unknown adapter placement {placement!r}; choices: {', '.join(PLACEMENTS)}")
+        raise UserError(f"unknown adapter placement {placement!r}; choices: {', '.join(PLACEMENTS)}")
     check_bottleneck(r)
     blocks = transformer_blocks(model, family)
     if not isinstance(drop_layers, int) or not 0 <= drop_layers < len(blocks):
-        raise ValueError(f"method.drop_layers must be an integer in 0..{len(blocks) - 1} (the model has "
+        raise UserError(f"method.drop_layers must be an integer in 0..{len(blocks) - 1} (the model has "
                          f"{len(blocks)} blocks), got {drop_layers!r}")
     d = model.config.hidden_size
     names = []
@@ -182,7 +183,7 @@ def add_adapters(model: nn.Module, family: Family, placement: str, r: int, activ
                 continue
             logical = "o" if site == "attention" else "fc2"
             if logical not in family.modules:
-                raise NotImplementedError(f"family {family.name} has no {logical!r} module: {placement} adapters "
+                raise UnsupportedError(f"family {family.name} has no {logical!r} module: {placement} adapters "
                                           "cannot be placed")
             proj_name, proj = block_submodule(model, block_name, family.modules[logical], logical)
             parent_name, _, child = proj_name.rpartition(".")
@@ -203,7 +204,7 @@ def adapter_settings(cfg: dict, variant: str) -> dict:
     """The settings one variant runs with (yaml values win; the defaults are microsoft/LoRA's)."""
     placement = VARIANTS[variant] or {"houlsby": "houlsby", "pfeiffer": "pfeiffer"}.get(cfg.get("placement", "houlsby"))
     if placement is None:
-        raise ValueError(f"method.placement for {variant} must be houlsby or pfeiffer, got {cfg.get('placement')!r}")
+        raise UserError(f"method.placement for {variant} must be houlsby or pfeiffer, got {cfg.get('placement')!r}")
     default_act = "swish" if placement == "houlsby" else "relu"
     return {"placement": placement, "r": cfg.get("bottleneck"), "activation": cfg.get("activation") or default_act,
             "init": cfg.get("init", "zero_up"), "init_std": cfg.get("init_std", 1e-2),

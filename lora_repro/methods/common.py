@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from lora_repro.errors import MissingInputError, UserError
 
 WEIGHTS_FILE = "method.safetensors"
 CONFIG_FILE = "method_config.json"
@@ -75,7 +76,7 @@ def save_method_weights(model: nn.Module, directory: str | os.PathLike, method_c
 def read_method_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved method checkpoint")
+        raise MissingInputError(f"no {CONFIG_FILE} in {directory}: not a saved method checkpoint")
     return json.loads(path.read_text())
 
 
@@ -108,6 +109,6 @@ def copy_into_parameters(own: dict[str, nn.Parameter], state: dict[str, torch.Te
     with torch.no_grad():
         for name, tensor in state.items():
             if own[name].shape != tensor.shape:
-                raise ValueError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, the model "
+                raise UserError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, the model "
                                  f"{tuple(own[name].shape)}")
             own[name].copy_(tensor)

@@ -15,6 +15,7 @@ from torch import nn
 
 from lora_repro.methods import get_method, register_method
 from lora_repro.models.families import Family
+from lora_repro.errors import UserError
 
 COMPOSITIONS = ("compose", "lora_pe", "lora_pl")
 
@@ -22,11 +23,11 @@ COMPOSITIONS = ("compose", "lora_pe", "lora_pl")
 def apply_composition(model: nn.Module, cfg: dict, family: Family) -> None:
     subs = cfg.get("methods")
     if not isinstance(subs, (list, tuple)) or not subs:
-        raise ValueError(f"method {cfg.get('name')!r} composes methods: method.methods must be a non-empty list of "
+        raise UserError(f"method {cfg.get('name')!r} composes methods: method.methods must be a non-empty list of "
                          "method settings, e.g. [{name: lora, r: 8}, {name: prefix_embed, l_p: 8, l_i: 4}]")
     names = [sub.get("name") if isinstance(sub, dict) else None for sub in subs]
     if None in names or any(n in COMPOSITIONS for n in names):
-        raise ValueError(f"method.methods entries must be settings of registered methods with a name (not "
+        raise UserError(f"method.methods entries must be settings of registered methods with a name (not "
                          f"compositions), got names {names}")
     methods = [get_method(n) for n in names]  # unknown names fail before the model is touched
     trained: list[nn.Parameter] = []

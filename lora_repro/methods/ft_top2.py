@@ -14,6 +14,7 @@ from torch import nn
 from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
 from lora_repro.models.families import Family
+from lora_repro.errors import UnsupportedError, UserError
 
 
 def transformer_blocks(model: nn.Module, family: Family) -> list[tuple[int, str, nn.Module]]:
@@ -22,7 +23,7 @@ def transformer_blocks(model: nn.Module, family: Family) -> list[tuple[int, str,
     found = [(int(re.search(r"(\d+)$", name).group(1)), name, module)
              for name, module in model.named_modules() if regex.search(name)]
     if not found:
-        raise NotImplementedError(f"no transformer block of {type(model).__name__} matches {family.layers!r} "
+        raise UnsupportedError(f"no transformer block of {type(model).__name__} matches {family.layers!r} "
                                   f"(family {family.name}): per-block methods cannot be applied to it")
     return sorted(found, key=lambda item: item[0])
 
@@ -32,7 +33,7 @@ def block_submodule(model: nn.Module, block_name: str, pattern: str, what: str) 
     regex = re.compile(rf"(^|\.)(?:{pattern})$")
     hits = [(n, m) for n, m in model.named_modules() if n.startswith(block_name + ".") and regex.search(n)]
     if len(hits) != 1:
-        raise NotImplementedError(f"expected one {what} module matching {pattern!r} in {block_name}, found "
+        raise UnsupportedError(f"expected one {what} module matching {pattern!r} in {block_name}, found "
                                   f"{[n for n, _ in hits] or 'none'}")
     return hits[0]
 
@@ -42,7 +43,7 @@ def apply_ft_top2(model: nn.Module, cfg: dict, family: Family) -> None:
     blocks = transformer_blocks(model, family)
     top = cfg.get("top_layers", 2)
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= len(blocks):
-        raise ValueError(f"method.top_layers must be an integer in 1..{len(blocks)} (the model's blocks), got {top!r}")
+        raise UserError(f"method.top_layers must be an integer in 1..{len(blocks)} (the model's blocks), got {top!r}")
     freeze(model)
     for _, _, block in blocks[-top:]:
         for p in block.parameters():

@@ -17,6 +17,7 @@ from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
 from lora_repro.methods.lora_layer import LoRAFusedLinear, LoRALinear, in_out_features
 from lora_repro.models.families import Family
+from lora_repro.errors import UserError
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -52,7 +53,7 @@ def resolve_targets(model: nn.Module, targets: list[str], family: Family | None)
         hits = [n for n in linear if regex.search(n)]
         if not hits:
             logical = f"; logical names for {family.name}: {', '.join(family.modules)}" if family else ""
-            raise ValueError(f"LoRA target {target!r} matches no linear module{logical}. "
+            raise UserError(f"LoRA target {target!r} matches no linear module{logical}. "
                              f"Linear modules of this model: {', '.join(linear[:40])}{' ...' if len(linear) > 40 else ''}")
         chosen += [n for n in hits if n not in chosen]
     return chosen
@@ -61,7 +62,7 @@ def resolve_targets(model: nn.Module, targets: list[str], family: Family | None)
 def slice_ranges(out_features: int, order: tuple[str, ...], chosen: list[str]) -> dict[str, tuple[int, int]]:
     """Output ranges of the chosen slices of a fused projection split into len(order) equal parts."""
     if out_features % len(order):
-        raise ValueError(f"fused projection with {out_features} outputs does not split into {len(order)} equal parts")
+        raise UserError(f"fused projection with {out_features} outputs does not split into {len(order)} equal parts")
     size = out_features // len(order)
     return {name: (order.index(name) * size, (order.index(name) + 1) * size) for name in order if name in chosen}
 
@@ -73,7 +74,7 @@ def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, drop
     plain = resolve_targets(model, [t for t in targets if t not in slices], family)
     fused = resolve_targets(model, slices, family) if slices else []
     if set(plain) & set(fused):
-        raise ValueError(f"LoRA targets {targets} adapt {family.fused_qkv} both whole and per slice; "
+        raise UserError(f"LoRA targets {targets} adapt {family.fused_qkv} both whole and per slice; "
                          f"use either {'/'.join(family.fused_order)} or the whole fused projection")
     for name in plain + fused:
         parent_name, _, child = name.rpartition(".")
@@ -141,7 +142,7 @@ def apply_lora(model: nn.Module, cfg: dict, family: Family) -> None:
     # loralib's bias='all' | 'lora_only' variants: the paper trains no biases ('none').
     bias = cfg.get("bias", "none")
     if bias not in ("none", "all", "lora_only"):
-        raise ValueError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
+        raise UserError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
     for name, module in model.named_modules():
         if bias == "all" or (bias == "lora_only" and isinstance(module, (LoRALinear, LoRAFusedLinear))):
             for pname, p in module.named_parameters(recurse=bias == "lora_only"):

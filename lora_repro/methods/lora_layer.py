@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
+from lora_repro.errors import UserError
 
 INITS = ("kaiming", "gaussian")
 
@@ -44,9 +45,9 @@ class _LoRAWrapper(nn.Module):
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, init: str):
         super().__init__()
         if not isinstance(r, int) or r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive integer, got r={r!r}")
+            raise UserError(f"LoRA rank r must be a positive integer, got r={r!r}")
         if init not in INITS:
-            raise ValueError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
+            raise UserError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
@@ -132,7 +133,7 @@ class LoRAFusedLinear(_LoRAWrapper):
         super().__init__(base, r, alpha, dropout, init)
         for name, (start, stop) in slices.items():
             if not 0 <= start < stop <= self.out_features:
-                raise ValueError(f"slice {name}={start}:{stop} is outside the {self.out_features} outputs")
+                raise UserError(f"slice {name}={start}:{stop} is outside the {self.out_features} outputs")
         weight = base.weight
         self.lora = nn.ModuleDict({name: LoRASlice(self.in_features, start, stop, r, weight.dtype, weight.device)
                                    for name, (start, stop) in slices.items()})

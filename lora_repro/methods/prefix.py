@@ -37,6 +37,7 @@ from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
 from lora_repro.methods.ft_top2 import transformer_blocks
 from lora_repro.models.families import Family
+from lora_repro.errors import UnsupportedError, UserError
 
 IGNORE_INDEX = -100
 INITS = ("vocab", "normal")
@@ -48,7 +49,7 @@ def context_length(config) -> int:
     """How many positions the model can take (RoBERTa's 514 position embeddings give 512)."""
     n = getattr(config, "max_position_embeddings", None)
     if n is None:
-        raise NotImplementedError(f"{config.model_type} has no max_position_embeddings: prefix tuning cannot check "
+        raise UnsupportedError(f"{config.model_type} has no max_position_embeddings: prefix tuning cannot check "
                                   "its context length")
     if config.model_type in PADDING_OFFSET_TYPES:
         n -= (config.pad_token_id or 0) + 1
@@ -97,6 +98,14 @@ class Insertion:
         return full.gather(1, index)
 
 
+def _cache_of(kwargs: dict):
+    """The key/value cache the model was handed, whatever keyword it came under (transformers <= 5.23 passes
+    ``past_key_values``, 5.24 ``cache``): the one value that is a transformers Cache."""
+    from transformers.cache_utils import Cache
+
+    return next((value for value in kwargs.values() if isinstance(value, Cache)), None)
+
+
 def _first_true(mask: torch.Tensor) -> torch.Tensor:
     return mask.to(torch.int8).argmax(dim=1)
 
@@ -133,7 +142,7 @@ class PrefixTokens(nn.Module):
         first_target = _first_true(targets)
         has_target = targets.any(dim=1)
         if self.n_infix and bool((has_target & (first_target <= prefix_at)).any()):
-            raise ValueError("infix tokens go between the context and the target, but some examples' labels start at "
+            raise UserError("infix tokens go between the context and the target, but some examples' labels start at "
                              "their first token: mask the context's labels with -100 so the boundary is known")
         return prefix_at, torch.where(has_target, first_target, end)
 
@@ -142,22 +151,22 @@ class PrefixTokens(nn.Module):
         if args:  # every Hugging Face model takes input_ids first
             kwargs = {"input_ids": args[0], **kwargs}
             args = ()
-        cache = kwargs.get("past_key_values")
-        if cache is not None and getattr(cache, "get_seq_length", lambda: 0)() > 0:
+        cache = _cache_of(kwargs)
+        if cache is not None and cache.get_seq_length() > 0:
             return args, self._cached_step(kwargs)
         ids, embeds = kwargs.pop("input_ids", None), kwargs.pop("inputs_embeds", None)
         if embeds is None:
             embeds = model.get_input_embeddings()(ids)
         batch, length = embeds.shape[:2]
         if length + self.n_special > self.n_ctx:
-            raise ValueError(f"{length} input tokens + l_p + l_i = {self.n_special} special tokens exceed the "
+            raise UserError(f"{length} input tokens + l_p + l_i = {self.n_special} special tokens exceed the "
                              f"model's {self.n_ctx} positions: set trainer.max_seq_len <= "
                              f"{self.n_ctx - self.n_special} or use fewer special tokens")
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones(batch, length, dtype=torch.long, device=embeds.device)
         if mask.dim() != 2:
-            raise ValueError(f"prefix tuning needs a 2-D attention_mask (batch, tokens), got shape {tuple(mask.shape)}")
+            raise UserError(f"prefix tuning needs a 2-D attention_mask (batch, tokens), got shape {tuple(mask.shape)}")
         labels = kwargs.get("labels") if self.decoder else None
         insertion = Insertion.plan(*self.positions(mask, labels), self.n_prefix, self.n_infix, length)
         specials = self.tokens.unsqueeze(0) if not self.per_layer else 0.0  # PreLayer: replaced at every block
@@ -250,7 +259,7 @@ def check_input_room(model: nn.Module, max_input_len: int | None) -> None:
     """Before training (lora_repro.run.prepare): the longest input plus the special tokens must fit the model."""
     for module in model.modules():
         if isinstance(module, PrefixTokens) and max_input_len and max_input_len + module.n_special > module.n_ctx:
-            raise ValueError(f"trainer.max_seq_len={max_input_len} + l_p + l_i = {module.n_special} special tokens "
+            raise UserError(f"trainer.max_seq_len={max_input_len} + l_p + l_i = {module.n_special} special tokens "
                              f"exceed the model's {module.n_ctx} positions: set trainer.max_seq_len <= "
                              f"{module.n_ctx - module.n_special} or use fewer special tokens")
 
@@ -259,11 +268,11 @@ def _check_lengths(cfg: dict, n_ctx: int) -> tuple[int, int]:
     n_prefix, n_infix = cfg.get("l_p", 0), cfg.get("l_i", 0)
     for key, value in (("l_p", n_prefix), ("l_i", n_infix)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"method.{key} must be a non-negative integer, got {value!r}")
+            raise UserError(f"method.{key} must be a non-negative integer, got {value!r}")
     if n_prefix + n_infix == 0:
-        raise ValueError("method.l_p + method.l_i must be at least 1 (no special tokens: nothing to train)")
+        raise UserError("method.l_p + method.l_i must be at least 1 (no special tokens: nothing to train)")
     if n_prefix + n_infix >= n_ctx:
-        raise ValueError(f"l_p + l_i = {n_prefix + n_infix} special tokens leave no room for the input in the "
+        raise UserError(f"l_p + l_i = {n_prefix + n_infix} special tokens leave no room for the input in the "
                          f"model's {n_ctx} positions")
     return n_prefix, n_infix
 
@@ -272,13 +281,13 @@ def add_prefix_tokens(model: nn.Module, family: Family, cfg: dict, per_layer: bo
     """Insert the method's tokens and hooks; returns the module that holds the trainable tokens."""
     method = "prefix_layer" if per_layer else "prefix_embed"
     if family.kind == "decoder" and type(model).__name__.endswith("ForSequenceClassification"):
-        raise NotImplementedError(f"{method} on {type(model).__name__}: the classifier pools the last non-padding "
+        raise UnsupportedError(f"{method} on {type(model).__name__}: the classifier pools the last non-padding "
                                   "token, which inserted tokens displace; use an encoder or a generation task")
     if any(isinstance(m, PrefixTokens) for m in model.modules()):
-        raise ValueError(f"{method}: the model already has prefix tokens (one prefix method per model)")
+        raise UserError(f"{method}: the model already has prefix tokens (one prefix method per model)")
     init = cfg.get("init", "vocab")
     if init not in INITS:
-        raise ValueError(f"unknown {method} init {init!r}; choices: {', '.join(INITS)}")
+        raise UserError(f"unknown {method} init {init!r}; choices: {', '.join(INITS)}")
     n_ctx = context_length(model.config)
     n_prefix, n_infix = _check_lengths(cfg, n_ctx)
     blocks = transformer_blocks(model, family)

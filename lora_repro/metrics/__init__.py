@@ -16,8 +16,9 @@ wikisql   ``accuracy`` (logical-form match, %) and ``execution_accuracy`` (%) wi
 ========  =====================================================================================
 
 A key names an approximation when the official tool is missing: ``meteor`` is the official
-METEOR 1.5 (needs ``METEOR_JAR`` and java), else ``meteor_approx`` (exact + stem matching only,
-about 0.02-0.03 lower; see ``lora_repro.metrics.meteor``); ``ter`` is GenerationEval's pyter3
+METEOR 1.5 (the jar from ``pycocoevalcap``, or ``METEOR_JAR``; needs java on the PATH), else
+``meteor_approx`` (exact + stem matching only, about 0.02-0.03 lower; see
+``lora_repro.metrics.meteor``); ``ter`` is GenerationEval's pyter3
 TER, else ``ter_tercom`` (sacrebleu's tercom; see ``lora_repro.metrics.webnlg``).
 A perfect output scores BLEU 100, ROUGE 100, TER 0; an empty output scores 0 (TER 1).
 """
@@ -30,6 +31,7 @@ from lora_repro.metrics.e2e import e2e_scores
 from lora_repro.metrics.rouge import samsum_scores
 from lora_repro.metrics.webnlg import webnlg_scores
 from lora_repro.metrics.wikisql import canonical_sql, wikisql_scores
+from lora_repro.errors import UserError
 
 TASKS = ("e2e", "webnlg", "dart", "samsum", "wikisql")
 
@@ -47,17 +49,17 @@ def score(task: str, hypotheses: Sequence[str], references: Sequence[Sequence[st
     adds execution accuracy.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise UserError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference groups")
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} reference groups")
     if not hypotheses:
-        raise ValueError("nothing to score: no hypotheses")
+        raise UserError("nothing to score: no hypotheses")
     references = [[ref for ref in group if ref.strip()] for group in references]
     for index, group in enumerate(references):
         if not group:
-            raise ValueError(f"reference group {index} is empty")
+            raise UserError(f"reference group {index} is empty")
     if db_path is not None and task != "wikisql":
-        raise ValueError(f"db_path is only used by the wikisql task, not {task!r}")
+        raise UserError(f"db_path is only used by the wikisql task, not {task!r}")
 
     if task == "e2e":
         return e2e_scores(hypotheses, references)
@@ -67,6 +69,6 @@ def score(task: str, hypotheses: Sequence[str], references: Sequence[Sequence[st
         return samsum_scores(hypotheses, references)
     several = [index for index, group in enumerate(references) if len(group) != 1]
     if several:
-        raise ValueError(f"wikisql needs exactly one gold query per hypothesis; group "
+        raise UserError(f"wikisql needs exactly one gold query per hypothesis; group "
                          f"{several[0]} has {len(references[several[0]])}")
     return wikisql_scores(hypotheses, [group[0] for group in references], db_path)

@@ -15,16 +15,17 @@ wrapped in quotes.
 from __future__ import annotations
 
 from pathlib import Path
+from lora_repro.errors import MissingInputError, UserError
 
 
 def _read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
+        raise MissingInputError(f"file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start})") from None
     return [line.strip() for line in text.splitlines()]
 
 
@@ -32,7 +33,7 @@ def read_hypotheses(path: str | Path) -> list[str]:
     lines = _read_lines(path)
     for number, line in enumerate(lines, 1):
         if not line:
-            raise ValueError(f"{path}:{number}: empty hypothesis line "
+            raise UserError(f"{path}:{number}: empty hypothesis line "
                              f"(every line must hold one output)")
     return lines
 
@@ -48,7 +49,7 @@ def read_reference_groups(path: str | Path, num_hypotheses: int) -> list[list[st
         if line:
             groups[-1].append(line)
         elif not groups[-1]:
-            raise ValueError(f"{path}:{number}: empty reference group "
+            raise UserError(f"{path}:{number}: empty reference group "
                              f"(a blank line at the start or two blank lines in a row)")
         else:
             groups.append([])
@@ -62,5 +63,5 @@ def read_single_references(path: str | Path) -> list[list[str]]:
         lines.pop()
     for number, line in enumerate(lines, 1):
         if not line:
-            raise ValueError(f"{path}:{number}: empty reference line")
+            raise UserError(f"{path}:{number}: empty reference line")
     return [[line] for line in lines]

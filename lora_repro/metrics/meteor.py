@@ -1,11 +1,15 @@
-"""METEOR: the official METEOR 1.5 jar when one is given, otherwise a labelled approximation.
+"""METEOR: the official METEOR 1.5 jar whenever java is on the PATH, otherwise an approximation.
 
-Official path: set ``METEOR_JAR`` to a ``meteor-1.5.jar`` (with its ``data/paraphrase-en.gz``
-beside it; the PyPI package ``pycocoevalcap`` ships both) and have ``java`` on the PATH. The jar
-then runs as the E2E scorer and GenerationEval run it (``-l en -norm``) and the result is
-reported as ``meteor``.
+Official path (reported as ``meteor``): the ``meteor-1.5.jar`` (with ``data/paraphrase-en.gz``)
+that the PyPI package ``pycocoevalcap`` ships, driven by that package's own ``Meteor`` class,
+which is coco-caption's wrapper as the E2E scorer bundles it: ``java -jar -Xmx2G meteor-1.5.jar
+- - -stdio -l en -norm``, one ``SCORE`` line per segment, then one ``EVAL`` line for the corpus.
+GenerationEval (WebNLG/DART) runs the same jar with the same ``-l en -norm``. ``METEOR_JAR``
+overrides the jar (its ``data/paraphrase-en.gz`` must lie beside it: the jar looks for it
+there). The jar starts once per process (10-15 s of CPU: it loads its paraphrase table) and
+serves every later call; it is stopped at exit (``close_meteor``) or when a call fails.
 
-Otherwise ``meteor_approx`` is reported: METEOR 1.5's English "rank" parameters
+Without java, ``meteor_approx`` is reported: METEOR 1.5's English "rank" parameters
 (alpha 0.85, beta 0.2, gamma 0.6) and scoring formula, but
 
 * only the exact (weight 1.0) and Snowball-stem (weight 0.6) matchers; the synonym (WordNet)
@@ -24,12 +28,17 @@ before the final score is computed.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
-import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+
+from lora_repro.errors import MissingInputError
 
 ALPHA, BETA, GAMMA = 0.85, 0.2, 0.6
 EXACT_WEIGHT, STEM_WEIGHT = 1.0, 0.6
@@ -110,36 +119,103 @@ def meteor_approx(hypotheses: Sequence[str], references: Sequence[Sequence[str]]
     return total.score()
 
 
+def packaged_jar(subpackage: str, name: str) -> Path:
+    """A jar that the ``pycocoevalcap`` package ships (``meteor``, ``tokenizer``), as a path."""
+    import importlib
+
+    module = importlib.import_module(f"pycocoevalcap.{subpackage}")
+    return Path(next(iter(module.__path__))) / name
+
+
 def meteor_jar() -> str | None:
-    """The METEOR 1.5 jar to run (``METEOR_JAR``), or None when it or java is missing."""
+    """The METEOR 1.5 jar to run: ``METEOR_JAR``, else pycocoevalcap's; None without java.
+
+    A ``METEOR_JAR`` that is not a file is an error rather than a silent fall back.
+    """
+    if shutil.which("java") is None:
+        return None
     jar = os.environ.get("METEOR_JAR")
-    return jar if jar and os.path.isfile(jar) and shutil.which("java") else None
+    if jar:
+        if not os.path.isfile(jar):
+            raise MissingInputError(f"METEOR_JAR={jar} is not a file (unset it to use the "
+                                    f"jar pycocoevalcap ships)")
+        return os.path.abspath(jar)
+    packaged = packaged_jar("meteor", "meteor-1.5.jar")
+    if not packaged.is_file():
+        raise MissingInputError(f"{packaged} is missing: reinstall pycocoevalcap (or set "
+                                f"METEOR_JAR)")
+    return str(packaged)
+
+
+_JAR_PATCH_LOCK = threading.Lock()
+_SCORERS: dict[str, object] = {}  # jar -> a running pycocoevalcap Meteor: the paraphrase table loads once a process
+
+
+def _field(text: str) -> str:
+    # one line of the jar's protocol: no newlines and no " ||| " separators inside a field
+    return " ".join(text.replace("|||", "").split())
+
+
+def _running_scorer(jar: str):
+    """This process's METEOR jar for ``jar``, started on first use (10-15 s: it loads its paraphrase table) and
+    reused by later calls (a sweep's jobs, decoding after every epoch); stopped at exit by ``close_meteor``."""
+    from pycocoevalcap.meteor import meteor as coco_meteor
+
+    scorer = _SCORERS.get(jar)
+    if scorer is not None and scorer.meteor_p.poll() is None:
+        return scorer
+    # Meteor() starts "java -jar <METEOR_JAR>" (a module constant) in its own folder.
+    with _JAR_PATCH_LOCK:
+        saved, coco_meteor.METEOR_JAR = coco_meteor.METEOR_JAR, jar
+        try:
+            scorer = coco_meteor.Meteor()
+        finally:
+            coco_meteor.METEOR_JAR = saved
+    _SCORERS[jar] = scorer
+    return scorer
+
+
+def _stop(scorer) -> None:
+    process = scorer.meteor_p
+    if scorer.lock.locked():  # compute_score failed holding it; Meteor.__del__ takes it
+        scorer.lock.release()
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    process.stderr.close()
+
+
+@atexit.register
+def close_meteor() -> None:
+    """Stop the METEOR jars this process started (also run at exit)."""
+    while _SCORERS:
+        _stop(_SCORERS.popitem()[1])
 
 
 def meteor_official(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
                     jar: str) -> float:
-    """Corpus METEOR from the jar's stdio protocol, as coco-caption drives it."""
-    command = ["java", "-Xmx2G", "-jar", jar, "-", "-", "-stdio", "-l", "en", "-norm"]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                          encoding="utf-8", cwd=os.path.dirname(os.path.abspath(jar))) as process:
-        assert process.stdin is not None and process.stdout is not None
-        statistics = []
-        for hypothesis, refs in zip(hypotheses, references, strict=True):
-            fields = [r for r in refs if r.strip()] + [hypothesis.replace("|||", "")]
-            process.stdin.write("SCORE ||| " + " ||| ".join(" ".join(f.split()) for f in fields)
-                                + "\n")
-            process.stdin.flush()
-            statistics.append(process.stdout.readline().strip())
-        process.stdin.write("EVAL ||| " + " ||| ".join(statistics) + "\n")
-        process.stdin.close()
-        lines = process.stdout.read().split()
-    if process.returncode != 0 or len(lines) != len(statistics) + 1:
-        raise RuntimeError(f"METEOR jar {jar} failed (exit code {process.returncode})")
-    return float(lines[-1])
+    """Corpus METEOR 1.5 in [0, 1] from pycocoevalcap's ``Meteor`` running ``jar``."""
+    scorer = _running_scorer(jar)
+    gts = {i: [_field(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [_field(h)] for i, h in enumerate(hypotheses)}
+    try:
+        score, _ = scorer.compute_score(gts, res)
+    except BaseException as failure:
+        _SCORERS.pop(jar, None)
+        process = scorer.meteor_p
+        process.kill()
+        error = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        _stop(scorer)
+        if isinstance(failure, ValueError):  # a line that is not a number: the jar failed
+            raise RuntimeError(f"METEOR jar {jar} failed: {error[-1] if error else 'no output'}") from None
+        raise
+    return float(score)
 
 
 def meteor(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[str, float]:
-    """("meteor", official score) with a jar, else ("meteor_approx", approximation)."""
+    """("meteor", official METEOR 1.5) when java is there, else ("meteor_approx", approximation)."""
     jar = meteor_jar()
     if jar:
         return "meteor", meteor_official(hypotheses, references, jar)

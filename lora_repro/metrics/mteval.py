@@ -4,13 +4,17 @@ The E2E scorer writes every reference "set" (the k-th reference of each segment)
 of an mteval reference file, padding segments with fewer references with empty strings, and
 calls the Perl script with its defaults: lowercase, v13a tokenisation, BLEU-4 with the
 "closest reference length" brevity penalty (empty references skipped, ties to the shorter),
-NIST-5. We mirror that, including what the padding does to NIST:
+NIST-5. We mirror that (the padded empty references change nothing: mteval skips them):
 
 * NIST information weights come from n-gram counts over *all* references of the corpus:
   ``info(w1..wn) = log2(count(w1..wn-1) / count(w1..wn))`` (for unigrams, total ref words / count).
-* NIST's length penalty compares the hypothesis length with ``total reference words /
-  number of reference sets`` (the padded empties count as sets), with
-  ``beta = -log(0.5) / log(1.5)^2``, so a 1.5x-too-short output keeps half its score.
+* NIST's length penalty compares the corpus's hypothesis words with its average reference
+  length: mteval-v13a's ``score_system`` passes ``nist_score`` the number of non-empty
+  references over the number of segments (``score_segment`` counts only non-empty ones), and
+  ``nist_score`` divides the total reference words by it: total reference words over the mean
+  number of references per segment. The penalty is
+  ``exp(-beta * log(ratio)^2)`` for a ratio under 1, with ``beta = -log(0.5) / log(1.5)^2``,
+  so a 1.5x-too-short output keeps half its score.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def mteval_bleu_nist(hypotheses: Sequence[str],
     """(BLEU in [0, 1], NIST) of the corpus, as mteval-v13a-sig.pl computes them for E2E."""
     hyps = [mteval_tokenize(h) for h in hypotheses]
     refs = [[mteval_tokenize(r) for r in group] for group in references]
-    num_ref_sets = max(len(group) for group in refs)  # the padded sets, see the module doc
+    num_refs = sum(1 for group in refs for ref in group if ref)  # non-empty, as mteval counts
     info = _nist_info(refs)
 
     matches = [0] * (NIST_MAX_N + 1)
@@ -109,6 +113,6 @@ def mteval_bleu_nist(hypotheses: Sequence[str],
     bleu = math.exp(log_precision / BLEU_MAX_N) * brevity
 
     nist = sum(matched_info[n] / max(hyp_ngram_totals[n], 1) for n in range(1, NIST_MAX_N + 1))
-    average_ref_words = total_ref_words / num_ref_sets
+    average_ref_words = total_ref_words / (num_refs / len(refs))  # see the module doc
     nist *= _nist_length_penalty(hyp_words / average_ref_words) if average_ref_words else 0.0
     return bleu, nist

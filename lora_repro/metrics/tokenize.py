@@ -2,9 +2,15 @@
 
 * ``mteval_tokenize``: mteval-v13a's default tokenisation with its default lowercasing, as the
   E2E scorer runs it for BLEU and NIST (sacrebleu's 13a tokenizer is a port of the same regexes).
-* ``ptb_tokenize`` / ``coco_tokenize``: a pure-Python emulation of the Stanford CoreNLP 3.4.1
-  ``PTBTokenizer -preserveLines -lowerCase`` that coco-caption (and so the E2E scorer's METEOR,
-  ROUGE-L and CIDEr) runs through Java, followed by coco-caption's punctuation filter.
+* ``coco_tokenize_jar``: what coco-caption's ``PTBTokenizer`` (and so the E2E scorer's METEOR,
+  ROUGE-L and CIDEr) does: the Stanford CoreNLP 3.4.1 jar that ``pycocoevalcap`` ships, run as
+  ``java -cp stanford-corenlp-3.4.1.jar edu.stanford.nlp.process.PTBTokenizer -preserveLines
+  -lowerCase FILE`` on one sentence per line, then the package's ``PUNCTUATIONS`` filter.
+  We run the package's jar with the package's command and filter ourselves, because its class
+  writes its input file into its own (site-packages) folder; ours goes to a private temporary
+  folder that is removed afterwards.
+* ``ptb_tokenize`` / ``coco_tokenize``: a pure-Python emulation of the same, the fallback when
+  java is missing.
 * ``treebank_tokenize``: GenerationEval's ``' '.join(nltk.word_tokenize(text))`` (WebNLG/DART
   METEOR and TER), with an untrained Punkt sentence splitter told common abbreviations, because
   nltk's trained punkt data is not installed here.
@@ -13,7 +19,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -157,6 +167,43 @@ def ptb_tokenize(text: str) -> tuple[str, ...]:
 def coco_tokenize(text: str) -> str:
     """coco-caption's PTB tokenisation with its punctuation tokens removed (space-joined)."""
     return " ".join(token for token in ptb_tokenize(text) if token not in COCO_PUNCTUATION)
+
+
+# characters the jar (or Python) treats as line breaks: they would shift the lines out of step
+_LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def coco_tokenize_jar(texts: Sequence[str]) -> list[str]:
+    """coco-caption's PTBTokenizer + punctuation filter on each text, with pycocoevalcap's jar.
+
+    Call it once per set that coco-caption tokenises together (all references, then all
+    hypotheses), as the E2E scorer does. Needs ``java`` on the PATH.
+    """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    from lora_repro.metrics.meteor import packaged_jar
+
+    jar = packaged_jar("tokenizer", ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    if not texts:
+        return []
+    lines = [_LINE_BREAKS.sub(" ", text) for text in texts]
+    with tempfile.TemporaryDirectory(prefix="lora_repro_ptb_") as folder:
+        source = Path(folder) / "sentences.txt"
+        source.write_text("\n".join(lines), encoding="utf-8")
+        result = subprocess.run(
+            ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+             "-lowerCase", str(source)], capture_output=True, check=False)
+    if result.returncode != 0:
+        error = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(f"PTBTokenizer ({jar}) failed: {error[-1] if error else 'no output'}")
+    output = result.stdout.decode("utf-8").split("\n")
+    if output and output[-1] == "" and len(output) == len(lines) + 1:
+        output.pop()  # the newline after the last line
+    if len(output) != len(lines):
+        raise RuntimeError(f"PTBTokenizer returned {len(output)} lines for {len(lines)}")
+    punctuation = set(ptbtokenizer.PUNCTUATIONS)
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation)
+            for line in output]
 
 
 # --- GenerationEval: ' '.join(nltk.word_tokenize(text)) --------------------------------------

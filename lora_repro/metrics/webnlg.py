@@ -6,8 +6,12 @@ GenerationEval (used by the LoRA repo with ``-m bleu,meteor,ter``):
   tokenisation, closest reference length, no smoothing (an n-gram order without any match gives
   BLEU 0). That is sacrebleu's ``BLEU(tokenize="13a", lowercase=False, smooth_method="none")``.
   Reported x100, as the script prints it.
-* METEOR: the METEOR 1.5 jar with ``-l en -norm`` on ``nltk.word_tokenize``d text; we run the
-  jar when ``METEOR_JAR`` is set, else report ``meteor_approx`` (see ``meteor.py``). In [0, 1].
+* METEOR: the METEOR 1.5 jar with ``-l en -norm`` on ``nltk.word_tokenize``d text. We run the
+  jar pycocoevalcap ships (or ``METEOR_JAR``) through the package's ``Meteor`` class, the same
+  path as for E2E (``meteor.py``), whenever java is on the PATH; GenerationEval runs the jar on
+  files (``-r`` references per segment, padded with empty ones) rather than over ``-stdio``,
+  which scores each segment against its best reference and sums the statistics the same way.
+  Without java we report ``meteor_approx``. In [0, 1].
 * TER: for each segment the lowest TER over its references, averaged over segments (not corpus
   TER), on ``nltk.word_tokenize``d, case-sensitive text, with ``pyter3`` (a simplified TER).
   In [0, 1]. We report it as ``ter`` when ``pyter3`` is installed; otherwise as ``ter_tercom``,

@@ -25,6 +25,7 @@ from collections import Counter
 from contextlib import closing
 from collections.abc import Sequence
 from pathlib import Path
+from lora_repro.errors import MissingInputError, UserError
 
 _SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|<=|>=|!=|<>|[=<>(),;*]|[^\s=<>(),;*'"]+""")
 
@@ -63,14 +64,14 @@ def logical_form_accuracy(predictions: Sequence[str], golds: Sequence[str]) -> f
 def execution_accuracy(predictions: Sequence[str], golds: Sequence[str], db_path: str) -> float:
     """Percentage of predictions returning the same rows (as a multiset) as the gold query."""
     if not Path(db_path).is_file():
-        raise FileNotFoundError(f"SQLite database not found: {db_path}")
+        raise MissingInputError(f"SQLite database not found: {db_path}")
     with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
         correct = 0
         for index, (prediction, gold) in enumerate(zip(predictions, golds, strict=True), 1):
             try:
                 expected = Counter(connection.execute(gold).fetchall())
             except sqlite3.Error as error:
-                raise ValueError(f"gold query {index} fails on {db_path}: {error}: {gold}") from None
+                raise UserError(f"gold query {index} fails on {db_path}: {error}: {gold}") from None
             try:
                 correct += Counter(connection.execute(prediction).fetchall()) == expected
             except sqlite3.Error:

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from lora_repro.hub import hub_reachable, in_local_cache
 from lora_repro.models.packaged import PACKAGED, packaged_model_dir
+from lora_repro.errors import MissingInputError
 
 MODELS_ENV = "LORA_REPRO_MODELS"
 
@@ -33,7 +34,7 @@ def resolve_source(cfg: dict) -> ModelSource:
     if cfg.get("path"):
         path = Path(os.path.expanduser(cfg["path"]))
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model.path={path} has no config.json: not a Hugging Face model directory")
+            raise MissingInputError(f"model.path={path} has no config.json: not a Hugging Face model directory")
         return ModelSource("dir", str(path), tried)
     tried.append("model.path (unset)")
     if os.environ.get(MODELS_ENV):
@@ -54,7 +55,7 @@ def resolve_source(cfg: dict) -> ModelSource:
         tried.append(f"hub {cfg['hub_id']} (unreachable and not in the local HF cache)")
     if cfg.get("architecture"):
         return ModelSource("architecture", cfg["name"], tried)
-    raise FileNotFoundError(f"model {cfg['name']!r}: no weights found; tried {'; '.join(tried)}. "
+    raise MissingInputError(f"model {cfg['name']!r}: no weights found; tried {'; '.join(tried)}. "
                             f"Set model.path=DIR or {MODELS_ENV}=DIR (holding {cfg['name']}/config.json).")
 
 
@@ -89,7 +90,7 @@ def load_model(cfg: dict, task_kind: str, num_labels: int | None = None, config=
     if random_init:
         return cls.from_config(config), source
     if source.kind == "architecture":
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"model {cfg['name']!r}: no pretrained weights reachable (tried {'; '.join(source.tried)}). "
             f"Set model.path=DIR or ${MODELS_ENV}=DIR, or model.init=random for architecture-only runs "
             "(parameter counts, memory, speed): random weights give meaningless task scores.")
@@ -100,5 +101,5 @@ def load_model(cfg: dict, task_kind: str, num_labels: int | None = None, config=
 
 def load_tokenizer(source: ModelSource):
     if source.kind == "architecture":
-        raise FileNotFoundError(f"no tokenizer for {source.location}: only its architecture is available offline")
+        raise MissingInputError(f"no tokenizer for {source.location}: only its architecture is available offline")
     return AutoTokenizer.from_pretrained(source.location)

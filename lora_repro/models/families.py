@@ -6,6 +6,7 @@ Each pattern is a regular expression matched against the *end* of a module's qua
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from lora_repro.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -55,5 +56,5 @@ def family_of(model_or_type) -> Family:
         if model_type in family.model_types:
             return family
     known = sorted(t for f in FAMILIES.values() for t in f.model_types)
-    raise ValueError(f"no module map for model_type {model_type!r}; known: {', '.join(known)}. "
+    raise UserError(f"no module map for model_type {model_type!r}; known: {', '.join(known)}. "
                      "Add a Family in lora_repro/models/families.py or give explicit module regexes as targets.")

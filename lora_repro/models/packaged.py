@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from lora_repro.errors import UserError
 
 
 def cache_dir() -> Path:
@@ -130,5 +131,5 @@ PACKAGED: dict[str, Packaged] = {
 
 def packaged_model_dir(package: str) -> Path | None:
     if package not in PACKAGED:
-        raise ValueError(f"unknown packaged model {package!r}; choices: {', '.join(sorted(PACKAGED))}")
+        raise UserError(f"unknown packaged model {package!r}; choices: {', '.join(sorted(PACKAGED))}")
     return PACKAGED[package].locate()

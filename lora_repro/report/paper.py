@@ -5,6 +5,7 @@
     paper_value(3, "gpt2-medium", "lora", "e2e", "bleu")       -> 70.4
     paper_hparams("roberta-base", "lora", "rte")               -> Table 9's settings for RTE
     paper_table_frame(2)                                       -> Table 2 as printed (strings)
+    paper_protocol(2)                                          -> {aggregate: median, n_seeds: 5, epoch: best, ...}
 
 Keys (models, methods, tasks) are listed under ``vocab`` in the YAML. A key that is not in the vocabulary raises
 a KeyError naming the valid choices; a valid key the paper simply has no number for gives None from paper_value.
@@ -176,6 +177,18 @@ def paper_hparams(model: str, method: str, task: str, source: str = "paper", var
     settings.update(copy.deepcopy(released.get(ALL_TASKS, {})))
     settings.update(copy.deepcopy(released.get(task, {})))
     return settings
+
+
+def paper_protocol(table: int | str | None) -> dict[str, Any]:
+    """How the paper aggregates seeds for a results table (``protocols`` in the YAML): GLUE (Table 2) the median of
+    5 seeds, the GPT-2 tables (3, 13, 14) the mean of 3, each run at its best epoch. Tables with no stated protocol
+    (or no table) get ``protocols.default``: the median of the seeds present, no expected count."""
+    protocols = load_paper()["protocols"]
+    try:
+        number = int(table)
+    except (TypeError, ValueError):
+        number = None
+    return {"table": number, **copy.deepcopy(protocols.get(number, protocols["default"]))}
 
 
 def _printed_column(row: dict, column: dict) -> str:

@@ -24,9 +24,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from lora_repro.config import conf_dir
 from lora_repro.report.paper import paper_rows
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DEFAULT_TABLES = (2, 3, 4, 15)
 GPT3_ARCHITECTURE = {"model_type": "gpt2", "n_layer": 96, "n_embd": 12288, "n_head": 96, "vocab_size": 50257,
                      "n_positions": 2048}
@@ -123,7 +123,7 @@ METHOD_NOTES = {(4, "prefix_layer"): PRELAYER_EXCESS,
 def architecture(model: str) -> dict:
     if model == "gpt3-175b":
         return dict(GPT3_ARCHITECTURE)
-    path = CONF_DIR / "model" / f"{model}.yaml"
+    path = conf_dir() / "model" / f"{model}.yaml"
     arch = yaml.safe_load(path.read_text()).get("architecture")
     if not arch:
         raise ValueError(f"{path} has no architecture: cannot build {model} without weights")
@@ -150,7 +150,7 @@ def _built_on_meta(model: str, classifier: bool):
 
 def method_config(name: str, overrides: dict | None = None) -> dict:
     """conf/method/NAME.yaml with its defaults (compositions) resolved and ``overrides`` merged, as Hydra would."""
-    raw = yaml.safe_load((CONF_DIR / "method" / f"{name}.yaml").read_text())
+    raw = yaml.safe_load((conf_dir() / "method" / f"{name}.yaml").read_text())
     parts = {}
     for entry in raw.pop("defaults", []):
         if entry != "_self_":

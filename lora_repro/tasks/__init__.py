@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
+
+from lora_repro.errors import UserError
 
 _TASKS: dict[str, "TaskSpec"] = {}
 _MODULES = ("glue", "nlg")
 DATA_ENV = "LORA_REPRO_DATA"
+
+
+@dataclass
+class RowPolicy:
+    """What a loader does with a malformed row (wrong column count, unknown label, a label that is not a number,
+    empty text): stop with the file, line and problem (the default), or, with ``task.skip_malformed_rows=true``,
+    skip it and count it (the count goes into results.json under ``data.skipped_rows``)."""
+    skip: bool = False
+    skipped: dict = None  # file -> rows skipped
+
+    def __post_init__(self):
+        self.skipped = {} if self.skipped is None else self.skipped
+
+    def reject(self, path: Path, line: int, problem: str) -> None:
+        if not self.skip:
+            raise UserError(f"{path}, line {line}: {problem} (fix the file, or set task.skip_malformed_rows=true to "
+                            "skip such rows; the count skipped is recorded)")
+        self.skipped[str(path)] = self.skipped.get(str(path), 0) + 1
 
 
 @dataclass(frozen=True)
@@ -19,7 +40,7 @@ class TaskSpec:
     metrics: tuple[str, ...]  # the paper's metric first: it selects the best epoch
     train_split: str
     eval_splits: tuple[str, ...]
-    load: Callable[..., object]  # (split, data_dir, source) -> datasets.Dataset
+    load: Callable[..., object]  # (split, data_dir, source, rows_policy) -> datasets.Dataset
     score: Callable[..., dict]  # (predictions, labels) -> {metric: value}
     num_labels: int | None = None
     family: str = ""
@@ -51,5 +72,5 @@ def task_names() -> list[str]:
 def get_task(name: str) -> TaskSpec:
     _load_all()
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; choices: {', '.join(sorted(_TASKS))}")
+        raise UserError(f"unknown task {name!r}; choices: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]

@@ -12,7 +12,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from lora_repro.hub import hub_reachable, in_local_cache
-from lora_repro.tasks import DATA_ENV, TaskSpec, register_task
+from lora_repro.tasks import DATA_ENV, RowPolicy, TaskSpec, register_task
+from lora_repro.errors import MissingInputError, UserError
 
 SOURCES = ("auto", "local", "hub")
 
@@ -78,58 +79,77 @@ def scorer(metric_names: tuple[str, ...], kind: str):
     return score
 
 
-def read_tsv(path: Path, fmt: GlueFormat) -> dict[str, list]:
-    """Read one GLUE TSV into columns. GLUE's TSVs are unquoted (quotes are text), some carry a BOM, and QQP's train
-    file has a few rows with a wrong column count, which are skipped as every GLUE loader does."""
+def read_tsv(path: Path, fmt: GlueFormat, rows_policy: RowPolicy | None = None) -> dict[str, list]:
+    """Read one GLUE TSV into columns. GLUE's TSVs are unquoted (quotes are text) and some carry a BOM. A malformed
+    row stops the run naming the file and line, unless ``rows_policy`` skips it (QQP's train file has a few rows
+    with a wrong column count: conf/task/qqp.yaml skips them, as every GLUE loader does, and says so)."""
+    policy = rows_policy or RowPolicy()
     columns: dict[str, list] = {k: [] for k in fmt.fields}
+    text_keys = [k for k in fmt.fields if k != "label"]
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         index = {k: v for k, v in fmt.fields.items()}
         if fmt.header:
-            header = next(rows)
+            header = next(rows, None)
+            if header is None:
+                raise UserError(f"{path} is empty: a GLUE split needs a header line and at least one row")
             missing = [v for v in fmt.fields.values() if v not in header]
             if missing:
-                raise ValueError(f"{path}: header lacks column(s) {missing}; found {header}")
+                raise UserError(f"{path}: header lacks column(s) {missing}; found {header}")
             index = {k: header.index(v) for k, v in fmt.fields.items()}
             width = len(header)
         else:
             width = None
         for row in rows:
+            line = rows.line_num
             if (width is not None and len(row) != width) or len(row) <= max(index.values()):
+                policy.reject(path, line, f"{len(row)} columns, expected {width or max(index.values()) + 1}")
                 continue
             label = row[index["label"]]
             if fmt.labels is not None:
                 if label not in fmt.labels:
-                    continue  # e.g. MNLI rows without a gold label
+                    policy.reject(path, line, f"label {label!r} is not one of {', '.join(fmt.labels)}")
+                    continue
                 label = fmt.labels[label]
             else:
-                label = fmt.numeric(label)
+                try:
+                    label = fmt.numeric(label)
+                except ValueError:
+                    policy.reject(path, line, f"label {label!r} is not a number")
+                    continue
+            empty = [k for k in text_keys if not row[index[k]].strip()]
+            if empty:
+                policy.reject(path, line, f"empty text in {', '.join(empty)}")
+                continue
             for key, i in index.items():
                 columns[key].append(label if key == "label" else row[i])
+    if not columns["label"]:
+        raise UserError(f"{path} has no rows{' after its header' if fmt.header else ''}: a split needs at least one "
+                        "example")
     return columns
 
 
 def make_loader(name: str, fmt: GlueFormat):
-    def load(split: str, data_dir: str | None = None, source: str = "auto"):
+    def load(split: str, data_dir: str | None = None, source: str = "auto", rows_policy: RowPolicy | None = None):
         import datasets
 
         if source not in SOURCES:
-            raise ValueError(f"unknown data source {source!r}; choices: {', '.join(SOURCES)}")
+            raise UserError(f"unknown data source {source!r}; choices: {', '.join(SOURCES)}")
         data_dir = data_dir or os.environ.get(DATA_ENV)
         local = Path(data_dir) / "glue_data" / fmt.directory if data_dir else None
         stem = (fmt.files or {}).get(split, {"train": "train", "validation": "dev"}.get(split, split))
         if source in ("auto", "local") and local is not None and (local / f"{stem}.tsv").is_file():
-            return datasets.Dataset.from_dict(read_tsv(local / f"{stem}.tsv", fmt))
+            return datasets.Dataset.from_dict(read_tsv(local / f"{stem}.tsv", fmt, rows_policy))
         if source == "local" or (local is not None and local.is_dir()):
             where = local / f"{stem}.tsv" if local else f"<data_dir>/glue_data/{fmt.directory}/{stem}.tsv"
-            raise FileNotFoundError(f"GLUE {name} split {split!r}: {where} not found. Put the GLUE TSVs there, "
+            raise MissingInputError(f"GLUE {name} split {split!r}: {where} not found. Put the GLUE TSVs there, "
                                     f"or set data_dir=DIR / ${DATA_ENV}=DIR to a folder with glue_data/{fmt.directory}/")
         try:
             if not (hub_reachable() or in_local_cache("nyu-mll/glue", "README.md", "dataset")):
                 raise ConnectionError("hub unreachable")
             return datasets.load_dataset("nyu-mll/glue", name, split=split)
         except Exception as error:  # offline, or hub down: say which setting fixes it
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"GLUE {name} split {split!r}: no local copy (data_dir / ${DATA_ENV} "
                 f"{'unset' if not data_dir else 'has no ' + str(local)}) and the hub dataset nyu-mll/glue could not "
                 f"be loaded ({type(error).__name__}). Set data_dir=DIR or ${DATA_ENV}=DIR to a folder holding "

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from lora_repro.tasks import TaskSpec, register_task
 from lora_repro.tasks.nlg_data import Example, read_dataset
+from lora_repro.errors import UserError
 
 log = logging.getLogger("lora_repro")
 SOURCES = ("auto", "local")
@@ -52,13 +53,13 @@ def examples_to_dataset(examples: list[Example], train: bool, subset_of: Callabl
 
 def _check_source(name: str, source: str) -> None:
     if source not in SOURCES:
-        raise ValueError(f"{name}: data source {source!r} is not available; choices: {', '.join(SOURCES)} "
+        raise UserError(f"{name}: data source {source!r} is not available; choices: {', '.join(SOURCES)} "
                          "(generation tasks read the published files under data_dir / $LORA_REPRO_DATA)")
 
 
 def file_loader(name: str, train_split: str, subset_of: Callable[[Example], str] | None = None):
-    def load(split: str, data_dir: str | None = None, source: str = "auto"):
-        _check_source(name, source)
+    def load(split: str, data_dir: str | None = None, source: str = "auto", rows_policy=None):
+        _check_source(name, source)  # the published readers (nlg_data) stop on a malformed record themselves
         return examples_to_dataset(read_dataset(name, data_dir, split), train=split == train_split,
                                    subset_of=subset_of)
     return load
@@ -98,7 +99,7 @@ def exact_match_accuracy(hypotheses: Sequence[str], references: Sequence[Sequenc
                          subsets: Sequence[str] | None = None) -> dict[str, float]:
     """MNLI as generation: the output, stripped and lowercased, must be the label word (x100)."""
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     correct = sum(h.strip().lower() in {r.strip().lower() for r in refs} for h, refs in zip(hypotheses, references))
     return {"accuracy": 100.0 * correct / max(1, len(hypotheses))}
 

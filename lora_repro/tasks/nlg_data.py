@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from lora_repro.errors import MissingInputError, UserError
 
 DATA_ENV_VAR = "LORA_REPRO_DATA"
 SPLITS = ("train", "dev", "test")
@@ -65,12 +66,12 @@ def data_root(data_dir: DataDir = None) -> Path:
     if data_dir is None:
         env_value = os.environ.get(DATA_ENV_VAR)
         if not env_value:
-            raise FileNotFoundError(f"no data folder given and {DATA_ENV_VAR} is not set; "
+            raise MissingInputError(f"no data folder given and {DATA_ENV_VAR} is not set; "
                                     f"set {DATA_ENV_VAR} to the shared data folder (with README.md)")
         data_dir = env_value
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist; set {DATA_ENV_VAR} (or data_dir) "
+        raise MissingInputError(f"data folder {root} does not exist; set {DATA_ENV_VAR} (or data_dir) "
                                 f"to the shared data folder")
     return root
 
@@ -78,7 +79,7 @@ def data_root(data_dir: DataDir = None) -> Path:
 def _data_file(data_dir: DataDir, *parts: str) -> Path:
     path = data_root(data_dir).joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"missing data file {path}; set {DATA_ENV_VAR} (or data_dir) to a data folder "
+        raise MissingInputError(f"missing data file {path}; set {DATA_ENV_VAR} (or data_dir) to a data folder "
                                 f"that holds it (its README.md lists what is staged)")
     return path
 
@@ -86,7 +87,7 @@ def _data_file(data_dir: DataDir, *parts: str) -> Path:
 def _check_split(split: str, available: tuple[str, ...] = SPLITS) -> str:
     canonical = _SPLIT_ALIASES.get(split, split)
     if canonical not in available:
-        raise ValueError(f"unknown split {split!r}; available splits: {', '.join(available)} "
+        raise UserError(f"unknown split {split!r}; available splits: {', '.join(available)} "
                          f"(aliases: {', '.join(_SPLIT_ALIASES)} -> dev)")
     return canonical
 
@@ -95,7 +96,7 @@ def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+        raise UserError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -106,14 +107,14 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 yield line_number, json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: invalid JSON: {err.msg}") from None
+                raise UserError(f"{path}:{line_number}: invalid JSON: {err.msg}") from None
 
 
 def _xml_entries(path: Path) -> list[ET.Element]:
     try:
         return list(ET.parse(path).getroot().iter("entry"))
     except ET.ParseError as err:
-        raise ValueError(f"{path}: malformed XML: {err}") from None
+        raise UserError(f"{path}: malformed XML: {err}") from None
 
 
 def _xml_triples(entry: ET.Element, path: Path) -> list[tuple[str, str, str]]:
@@ -121,7 +122,7 @@ def _xml_triples(entry: ET.Element, path: Path) -> list[tuple[str, str, str]]:
     for mtriple in entry.iter("mtriple"):
         parts = (mtriple.text or "").split(" | ")
         if len(parts) != 3:
-            raise ValueError(f"{path}: entry eid={entry.get('eid')}: mtriple {mtriple.text!r} is not "
+            raise UserError(f"{path}: entry eid={entry.get('eid')}: mtriple {mtriple.text!r} is not "
                              f"'subject | property | object'")
         triples.append((parts[0], parts[1], parts[2]))
     return triples
@@ -142,7 +143,7 @@ def format_e2e_mr(mr: str) -> str:
     """``name[X], eatType[pub]`` -> ``name : X | Type : pub`` (LoRA's E2E context)."""
     slots = _E2E_SLOT.findall(mr)
     if not slots or ", ".join(f"{key}[{value}]" for key, value in slots) != mr.strip():
-        raise ValueError(f"malformed E2E MR {mr!r}; expected 'slot[value], slot[value], ...'")
+        raise UserError(f"malformed E2E MR {mr!r}; expected 'slot[value], slot[value], ...'")
     return " | ".join(f"{_E2E_KEY_NAMES.get(key, key)} : {_lora_tokenize_value(value)}" for key, value in slots)
 
 
@@ -160,14 +161,14 @@ def read_e2e(data_dir: DataDir, split: str) -> list[Example]:
     with path.open(encoding="utf-8", newline="") as csv_file:
         reader = csv.DictReader(csv_file)
         if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}:1: expected CSV columns mr,ref, got {reader.fieldnames}")
+            raise UserError(f"{path}:1: expected CSV columns mr,ref, got {reader.fieldnames}")
         for row in reader:
             mr, ref = row["mr"], row["ref"]
             if mr not in contexts:
                 try:
                     contexts[mr] = format_e2e_mr(mr)
                 except ValueError as err:
-                    raise ValueError(f"{path}:{reader.line_num}: {err}") from None
+                    raise UserError(f"{path}:{reader.line_num}: {err}") from None
             if split == "train":
                 examples.append(Example(contexts[mr], [ref], {"mr": mr}))
             elif mr in grouped:
@@ -192,7 +193,7 @@ def read_webnlg(data_dir: DataDir, split: str) -> list[Example]:
     else:  # size folders 1..7, then categories alphabetically: the order of LoRA's dev.json
         files = sorted(folder.glob("*triples/*.xml"))
         if not files:
-            raise FileNotFoundError(f"no {folder}/*triples/*.xml files; set {DATA_ENV_VAR} to the shared data folder")
+            raise MissingInputError(f"no {folder}/*triples/*.xml files; set {DATA_ENV_VAR} to the shared data folder")
     examples = []
     for path in files:
         for entry in _xml_entries(path):
@@ -232,7 +233,7 @@ def read_dart(data_dir: DataDir, split: str) -> list[Example]:
     xml_path = json_path.with_suffix(".xml")
     if xml_path.exists():
         return _read_dart_xml(xml_path)
-    raise FileNotFoundError(f"missing data file {json_path} (or {xml_path.name}); set {DATA_ENV_VAR} (or data_dir) "
+    raise MissingInputError(f"missing data file {json_path} (or {xml_path.name}); set {DATA_ENV_VAR} (or data_dir) "
                             f"to a data folder that holds it (DART train is not staged in the shared copy)")
 
 
@@ -267,7 +268,7 @@ def read_wikisql(data_dir: DataDir, split: str) -> list[Example]:
     questions_path = _data_file(data_dir, "wikisql", f"{split}.jsonl")
     tables_path = questions_path.with_name(f"{split}.tables.jsonl")
     if not tables_path.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"missing WikiSQL tables file {tables_path}: the questions in {questions_path} cannot be paired with "
             f"table headers without it; get {split}.tables.jsonl from salesforce/WikiSQL data.tar.bz2 and put it "
             f"next to {split}.jsonl")
@@ -276,12 +277,12 @@ def read_wikisql(data_dir: DataDir, split: str) -> list[Example]:
     for line_number, question in _read_jsonl(questions_path):
         header = headers.get(question["table_id"])
         if header is None:
-            raise ValueError(f"{questions_path}:{line_number}: table_id {question['table_id']!r} "
+            raise UserError(f"{questions_path}:{line_number}: table_id {question['table_id']!r} "
                              f"is not in {tables_path}")
         try:
             target = wikisql_query_string(question["sql"], header)
         except (IndexError, KeyError, TypeError) as err:
-            raise ValueError(f"{questions_path}:{line_number}: bad sql {question.get('sql')!r} for "
+            raise UserError(f"{questions_path}:{line_number}: bad sql {question.get('sql')!r} for "
                              f"{len(header)} columns: {err!r}") from None
         examples.append(Example(f"Table: {' | '.join(header)}\nQuestion: {question['question'].strip()}", [target],
                                 {"table_id": question["table_id"], "sql": question["sql"], "header": header}))
@@ -294,5 +295,5 @@ READERS: dict[str, Callable[[DataDir, str], list[Example]]] = {
 
 def read_dataset(name: str, data_dir: DataDir, split: str) -> list[Example]:
     if name not in READERS:
-        raise ValueError(f"unknown generation dataset {name!r}; available: {', '.join(READERS)}")
+        raise UserError(f"unknown generation dataset {name!r}; available: {', '.join(READERS)}")
     return READERS[name](data_dir, split)
