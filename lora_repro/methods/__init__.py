@@ -10,15 +10,15 @@ always trains and is counted separately.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Callable
 
 from torch import nn
+
 from lora_repro.errors import UserError
 
 MethodFn = Callable[[nn.Module, dict, "object"], None]
 _METHODS: dict[str, MethodFn] = {}
-# imported lazily so the registry fills on first use
-_MODULES = ("full_ft", "bitfit", "lora", "adapters", "prefix", "ft_top2", "compose")
 
 
 def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
@@ -31,8 +31,10 @@ def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
 
 
 def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
+    """Import every module of this package (lazily, on first use), so a new method is one module that registers
+    itself plus its yaml in conf/method/: nothing else names it."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def method_names() -> list[str]:
