@@ -687,5 +687,7 @@ class AnalyseSweep(Callback):  # type: ignore[misc,valid-type]
         try:
             manifest = analyse([root], out, self.analyses)
             print(f"analysis of {len(manifest['runs'])} runs -> {out}/summary.md")
-        except Exception as error:  # noqa: BLE001 - report, do not fail the sweep
+        except (UserError, OSError) as error:  # e.g. no complete LoRA run in the sweep: one line
             log.error("analysis of %s failed: %s: %s", root, type(error).__name__, error)
+        except Exception:  # noqa: BLE001 - a bug: report it with its traceback, but do not fail the sweep
+            log.exception("analysis of %s failed with an unexpected error (a bug in lora_repro)", root)

@@ -84,6 +84,9 @@ def load_method_weights(model: nn.Module, directory: str | os.PathLike, apply: b
                         include_head: bool = True) -> nn.Module:
     """Rebuild the method on a fresh base model from a checkpoint and load its weights.
 
+    ``apply=False`` loads into a model that already has the method (switching tasks). LoRA layers that are merged
+    stay merged, now with the loaded A and B (unmerging still gives W0 back).
+
     ``include_head=False`` loads only the method's own parameters: the paper's warm start of MRPC/RTE/STS-B from
     the MNLI-trained LoRA modules, whose classifier has a different number of labels.
     """
@@ -100,8 +103,23 @@ def load_method_weights(model: nn.Module, directory: str | os.PathLike, apply: b
     if unknown:
         raise KeyError(f"checkpoint {directory} has parameters the model lacks (different base model or method "
                        f"settings?): {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    copy_into_parameters(own, state, directory)
+    # A merged LoRA layer holds W0 + (alpha/r) B_old A_old in its base weight: overwriting A, B under it would leave
+    # W0 lost (unmerge would subtract the new ΔW). Unmerge with the old A, B, load, and re-merge with the new ones.
+    merged = merged_lora_layers(model)
+    for layer in merged:
+        layer.unmerge()
+    try:
+        copy_into_parameters(own, state, directory)
+    finally:
+        for layer in merged:
+            layer.merge()
     return model
+
+
+def merged_lora_layers(model: nn.Module) -> list[nn.Module]:
+    from lora_repro.methods.lora_layer import _LoRAWrapper
+
+    return [m for m in model.modules() if isinstance(m, _LoRAWrapper) and m.merged]
 
 
 def copy_into_parameters(own: dict[str, nn.Parameter], state: dict[str, torch.Tensor], source) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
 from typing import Iterator
 
 from torch import nn
 
 from lora_repro.methods import register_method
 from lora_repro.methods.common import freeze
-from lora_repro.methods.lora_layer import LoRAFusedLinear, LoRALinear, in_out_features
+from lora_repro.methods.lora_layer import LoRAFusedLinear, LoRALinear, check_alpha, check_rank, in_out_features
 from lora_repro.models.families import Family
 from lora_repro.errors import UserError
 
@@ -52,7 +53,7 @@ def resolve_targets(model: nn.Module, targets: list[str], family: Family | None)
         regex = re.compile(rf"(^|\.)(?:{pattern})$")
         hits = [n for n in linear if regex.search(n)]
         if not hits:
-            logical = f"; logical names for {family.name}: {', '.join(family.modules)}" if family else ""
+            logical = f"; choices: {valid_targets(family)}" if family else ""
             raise UserError(f"LoRA target {target!r} matches no linear module{logical}. "
                              f"Linear modules of this model: {', '.join(linear[:40])}{' ...' if len(linear) > 40 else ''}")
         chosen += [n for n in hits if n not in chosen]
@@ -67,9 +68,54 @@ def slice_ranges(out_features: int, order: tuple[str, ...], chosen: list[str]) -
     return {name: (order.index(name) * size, (order.index(name) + 1) * size) for name in order if name in chosen}
 
 
+def valid_targets(family: Family | None) -> str:
+    """For error messages: "the logical targets of bert: q, k, v, o, fc1, fc2, or a regular expression ..."."""
+    logical = list(family.modules) if family is not None else []
+    if family is not None:
+        logical = [*[t for t in family.fused_order if t not in logical], *logical]
+    names = f"the logical targets of {family.name}: {', '.join(logical)}, " if logical else ""
+    return f"{names}or a regular expression matched against the end of module names"
+
+
+def check_targets(targets: object, family: Family | None) -> list[str]:
+    """method.targets: a non-empty list of non-empty strings. An empty list would make a "lora" run with no LoRA
+    parameter at all, and an empty string matches every linear module."""
+    if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
+        raise UserError(f"method.targets must be a non-empty list of the weights to adapt, got {targets!r}; "
+                         f"choices: {valid_targets(family)}")
+    bad = [t for t in targets if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise UserError(f"method.targets={list(targets)!r} has entries that are not target names: {bad!r}; "
+                         f"choices: {valid_targets(family)}")
+    return list(targets)
+
+
+def check_not_applied(model: nn.Module, targets: list[str], family: Family | None) -> None:
+    """Adapting a weight that is already wrapped would otherwise fail as "target 'q' matches no linear module"
+    (the linear module now sits at '...query.base')."""
+    wrapped = [name for name, _ in lora_layers(model)]
+    if not wrapped:
+        return
+    fused = fused_slice_targets(targets, family)
+    for target in targets:
+        if target in fused:
+            pattern = family.fused_qkv
+        else:
+            pattern = family.modules.get(target, target) if family is not None else target
+        hits = [n for n in wrapped if re.search(rf"(^|\.)(?:{pattern})$", n)]
+        if hits:
+            raise UserError(f"LoRA is already applied to this model (target {target!r}: {hits[0]}"
+                             f"{f' and {len(hits) - 1} more' if len(hits) > 1 else ''}); to load a LoRA checkpoint "
+                             "into it use load_method_weights(model, directory, apply=False), or apply LoRA to a "
+                             "fresh base model")
+
+
 def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float = 0.0,
                 init: str = "kaiming", init_std: float = 0.02, family: Family | None = None) -> list[str]:
-    targets = list(targets)
+    targets = check_targets(targets, family)
+    check_rank(r)
+    check_alpha(alpha)
+    check_not_applied(model, targets, family)
     slices = fused_slice_targets(targets, family)
     plain = resolve_targets(model, [t for t in targets if t not in slices], family)
     fused = resolve_targets(model, slices, family) if slices else []
@@ -135,14 +181,18 @@ def lora_disabled(model: nn.Module):
 
 @register_method("lora")
 def apply_lora(model: nn.Module, cfg: dict, family: Family) -> None:
-    freeze(model)
-    inject_lora(model, cfg.get("targets", ["q", "v"]), r=cfg.get("r", 8), alpha=cfg.get("alpha", cfg.get("r", 8)),
-                dropout=cfg.get("dropout", 0.0), init=cfg.get("init", "kaiming"),
-                init_std=cfg.get("init_std", 0.02), family=family)
+    # every setting is checked before the model is touched (freeze would otherwise already have run)
+    targets = check_targets(cfg.get("targets", ["q", "v"]), family)
+    r = check_rank(cfg.get("r", 8))
+    alpha = check_alpha(cfg.get("alpha", r))
+    check_not_applied(model, targets, family)
     # loralib's bias='all' | 'lora_only' variants: the paper trains no biases ('none').
     bias = cfg.get("bias", "none")
     if bias not in ("none", "all", "lora_only"):
         raise UserError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
+    freeze(model)
+    inject_lora(model, targets, r=r, alpha=alpha, dropout=cfg.get("dropout", 0.0), init=cfg.get("init", "kaiming"),
+                init_std=cfg.get("init_std", 0.02), family=family)
     for name, module in model.named_modules():
         if bias == "all" or (bias == "lora_only" and isinstance(module, (LoRALinear, LoRAFusedLinear))):
             for pname, p in module.named_parameters(recurse=bias == "lora_only"):

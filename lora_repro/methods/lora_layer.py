@@ -8,6 +8,7 @@ starts at zero, so the wrapped layer is the pretrained one at init. Dropout acts
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -38,14 +39,30 @@ def init_lora_(lora_A: nn.Parameter, lora_B: nn.Parameter, init: str = "kaiming"
     nn.init.zeros_(lora_B)
 
 
+def check_rank(r: object) -> int:
+    """method.r: a positive integer (a bool is an int to Python, but r=True is a typo, not rank 1)."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
+        raise UserError(f"method.r (the LoRA rank) must be a positive integer, got r={r!r}")
+    return r
+
+
+def check_alpha(alpha: object) -> float:
+    """method.alpha: a positive finite number. alpha=0 makes the scaling alpha/r zero, and then A and B never
+    receive a gradient (dL/dA and dL/dB are both multiplied by it): a run that trains nothing."""
+    if (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha)
+            or alpha <= 0):
+        raise UserError(f"method.alpha (LoRA scaling alpha/r) must be a positive number, got alpha={alpha!r}")
+    return alpha
+
+
 class _LoRAWrapper(nn.Module):
     """What both LoRA layers share: the frozen base, the scaling alpha/r, branch dropout and exact merging.
     Subclasses hold A and B and define ``delta_weight()`` (laid out like the base weight) and ``forward``."""
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, init: str):
         super().__init__()
-        if not isinstance(r, int) or r <= 0:
-            raise UserError(f"LoRA rank r must be a positive integer, got r={r!r}")
+        check_rank(r)
+        check_alpha(alpha)
         if init not in INITS:
             raise UserError(f"unknown LoRA init {init!r}; choices: {', '.join(INITS)}")
         self.base = base
@@ -78,6 +95,14 @@ class _LoRAWrapper(nn.Module):
         w = self.base.weight
         w.copy_((w.float() - self.delta_weight().float()).to(w.dtype))
         self.merged = False
+
+    def train(self, mode: bool = True) -> "_LoRAWrapper":
+        """Back to training unmerges (as loralib's ``train(True)`` does): with ΔW folded into W the LoRA branch is
+        skipped, so A and B would get no gradient. Outputs do not change. ``eval()`` leaves the merge state alone."""
+        super().train(mode)
+        if mode and self.merged:
+            self.unmerge()
+        return self
 
 
 class LoRALinear(_LoRAWrapper):
