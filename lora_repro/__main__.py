@@ -61,5 +61,34 @@ def export_submitit_distributed_env() -> None:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+class QuietSacct(logging.Filter):
+    """submitit polls ``sacct`` for job states; on a cluster without accounting every poll fails and logs the same
+    warning three times (submitit's two handlers, then Hydra's). Said once, in one line, and then, when sacct says that
+    accounting is disabled, no more polls (states come from submitit's result files either way)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if getattr(self, "said", False):
+            return False
+        import subprocess
+
+        from submitit.slurm.slurm import SlurmJob
+
+        self.said = True
+        try:
+            why = subprocess.run(["sacct", "-n", "-j", "1"], capture_output=True, text=True, timeout=60).stderr
+        except (OSError, subprocess.SubprocessError) as error:
+            why = str(error)
+        if "accounting storage is disabled" in why or "No such file" in why:
+            SlurmJob.watcher._make_command = lambda: None  # nothing to ask: no more failing polls
+        logging.getLogger("lora_repro").warning(  # one line (submitit's own record would print three)
+            "sacct failed (%s): job states come from submitit's result files (a job killed outside submitit is not "
+            "seen to end)", (why or record.getMessage()).strip())
+        return False
+
+
+logging.getLogger("submitit").addFilter(QuietSacct())
+
 if __name__ == "__main__":
     main()

@@ -534,6 +534,7 @@ def train_job(cfg: dict, job_log: "JobLog") -> dict:
               "data": data, "hardware": rs.hardware(), "versions": rs.versions(), "log": str(run_dir / JOB_LOG)}
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        record["submitit_log"] = link_submitit_log(run_dir)
         rs.write_json_atomic(run_dir / rs.RESULTS_FILE, record)
         job_log.open(run_dir / JOB_LOG)
     tracker, exit_code = Tracker(), 1
@@ -567,6 +568,22 @@ def train_job(cfg: dict, job_log: "JobLog") -> dict:
 
 
 JOB_LOG = "job.log"
+
+
+def link_submitit_log(run_dir: Path) -> str | None:
+    """In a submitit job (SLURM or local launcher): its log (submitit's stdout, every requeued attempt appended),
+    linked as ``<run_dir>/submitit.log``; its path (None outside submitit)."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    try:
+        import submitit
+
+        path = submitit.JobEnvironment().paths.stdout
+        (run_dir / "submitit.log").unlink(missing_ok=True)
+        (run_dir / "submitit.log").symlink_to(path)
+    except (ImportError, RuntimeError, KeyError, OSError):
+        return None
+    return str(path)
 
 
 class JobLog:
