@@ -127,6 +127,9 @@ def test_submitit_local_sweep_with_a_failure_then_rerun_runs_only_the_failed_job
     assert found[failed]["config"]["trainer"]["lr_scheduler"] == "bogus"
     # real submitit jobs: one folder per job with its pickled result
     assert len(list(tmp_path.glob(".hydra/*/*/.submitit/*/*_result.pkl"))) == 4
+    # the submitting console says each job's end, once (lora_repro.job_states)
+    console = done.stdout + done.stderr
+    assert console.count(": ended: done (log: ") == 3 and console.count(": ended: failed (log: ") == 1, console[-3000:]
 
     from lora_repro.report.__main__ import main as report
 
