@@ -8,6 +8,7 @@ it in the submitting process; with the basic launcher there is no ``.submitit/``
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 log = logging.getLogger("lora_repro")
+SIGNALLED = re.compile(r"(\d\d:\d\d:\d\d,\d{3})\S* - Caught signal SIGUSR2")
 
 
 def job_states(folder: Path) -> dict[str, str]:
@@ -26,7 +28,8 @@ def job_states(folder: Path) -> dict[str, str]:
             text = log_file.read_text(errors="replace")
         except OSError:
             continue
-        requeues = text.count("Caught signal SIGUSR2")
+        # submitit writes each of its lines up to three times (two handlers and Hydra's): count distinct times
+        requeues = len(set(SIGNALLED.findall(text)))
         state = f"requeued ({requeues}x)" if requeues else "running"
         if log_file.with_name(f"{job}_result.pkl").is_file():
             outcome = "invalid" if "lora_repro: error" in text else "failed" if "Traceback" in text else "done"

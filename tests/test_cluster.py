@@ -172,3 +172,20 @@ def test_torchrun_two_processes_train_one_model_data_parallel(tmp_path):
     manifest = json.loads((kept / "manifest.json").read_text())
     assert {"rng_state_0.pth", "rng_state_1.pth", "trainable.safetensors"} <= set(manifest["files"])
     assert (path.parent / "method" / "method.safetensors").is_file()
+
+
+def test_job_states_are_read_from_submitit_files(tmp_path):
+    from lora_repro.job_states import job_states
+
+    for job, text, result in [("7_0", "started\n", False), ("7_1", "Traceback (most recent call last):\n", True),
+                              ("8", "submitit WARNING (2026-12-01 11:31:00,454) - Caught signal SIGUSR2 on vm\n"
+                                    "[2026-12-01 11:31:00,454][submitit][WARNING] - Caught signal SIGUSR2 on vm\n"
+                                    "submitit WARNING (2026-12-01 11:32:07,001) - Caught signal SIGUSR2 on vm\n", False),
+                              ("9", "lora_repro: error: trainer.lr='x': must be a non-negative number\n", True),
+                              ("10", "done\n", True)]:
+        (tmp_path / job).mkdir()
+        (tmp_path / job / f"{job}_0_log.out").write_text(text)
+        if result:
+            (tmp_path / job / f"{job}_0_result.pkl").write_bytes(b"")
+    assert job_states(tmp_path) == {"7_0_0": "running", "7_1_0": "ended: failed", "8_0": "requeued (2x)",
+                                    "9_0": "ended: invalid", "10_0": "ended: done"}
