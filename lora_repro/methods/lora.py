@@ -39,18 +39,26 @@ def fused_slice_targets(targets: list[str], family: Family | None) -> list[str]:
     return [t for t in targets if t in family.fused_order and t not in family.modules]
 
 
-def resolve_targets(model: nn.Module, targets: list[str], family: Family | None) -> list[str]:
-    """Module names to wrap (a fused-slice target gives the fused module). A target that matches nothing is an
-    error listing the model's linear modules."""
-    linear = linear_module_names(model)
-    chosen: list[str] = []
+def target_patterns(targets: list[str], family: Family | None) -> list[tuple[str, re.Pattern]]:
+    """Each target with the regular expression its module names end with: the family's module for a logical name
+    (the fused projection for a slice of it), else the target itself as a regular expression."""
     fused = fused_slice_targets(targets, family)
+    patterns = []
     for target in targets:
         if target in fused:
             pattern = family.fused_qkv
         else:
             pattern = family.modules.get(target, target) if family is not None else target
-        regex = re.compile(rf"(^|\.)(?:{pattern})$")
+        patterns.append((target, re.compile(rf"(^|\.)(?:{pattern})$")))
+    return patterns
+
+
+def resolve_targets(model: nn.Module, targets: list[str], family: Family | None) -> list[str]:
+    """Module names to wrap (a fused-slice target gives the fused module). A target that matches nothing is an
+    error listing the model's linear modules."""
+    linear = linear_module_names(model)
+    chosen: list[str] = []
+    for target, regex in target_patterns(targets, family):
         hits = [n for n in linear if regex.search(n)]
         if not hits:
             logical = f"; choices: {valid_targets(family)}" if family else ""
@@ -96,13 +104,8 @@ def check_not_applied(model: nn.Module, targets: list[str], family: Family | Non
     wrapped = [name for name, _ in lora_layers(model)]
     if not wrapped:
         return
-    fused = fused_slice_targets(targets, family)
-    for target in targets:
-        if target in fused:
-            pattern = family.fused_qkv
-        else:
-            pattern = family.modules.get(target, target) if family is not None else target
-        hits = [n for n in wrapped if re.search(rf"(^|\.)(?:{pattern})$", n)]
+    for target, regex in target_patterns(targets, family):
+        hits = [n for n in wrapped if regex.search(n)]
         if hits:
             raise UserError(f"LoRA is already applied to this model (target {target!r}: {hits[0]}"
                              f"{f' and {len(hits) - 1} more' if len(hits) > 1 else ''}); to load a LoRA checkpoint "
