@@ -18,27 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from lora_repro.config import compose
+
 SOURCES = ("paper", "released_scripts")
 SHOWN = [("trainer", k) for k in ("batch_size", "epochs", "lr", "max_seq_len", "warmup_ratio", "warmup_steps",
                                   "weight_decay", "precision")] + \
         [("method", k) for k in ("r", "alpha", "bottleneck")] + [("model", "config_overrides"), (None, "warm_start")]
-
-
-def compose(overrides: list[str], hydra_config: bool = False):
-    """The config ``python -m lora_repro OVERRIDES`` runs (lora_repro.config.compose: the packaged conf/)."""
-    try:
-        from lora_repro.config import compose as package_compose
-    except ImportError:  # a checkout without lora_repro/config.py: the repository's conf/
-        package_compose = None
-    if package_compose is not None:
-        return package_compose(list(overrides), hydra_config=hydra_config)
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def sweep_axes(overrides: list[str]) -> dict[str, list[str]]:
