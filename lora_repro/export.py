@@ -48,6 +48,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from lora_repro.config import conf_dir
 from lora_repro.errors import MissingInputError, UnsupportedError, UserError
 from lora_repro.methods.common import CONFIG_FILE, WEIGHTS_FILE, read_method_config, save_method_weights
 from lora_repro.methods.lora_layer import check_alpha, check_rank
@@ -59,7 +60,6 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_WEIGHTS_BIN = "adapter_model.bin"
 PREFIX = "base_model.model."
 META_METHOD, META_BASE, META_FUSED = "lora_repro.method", "lora_repro.base_model", "lora_repro.fused"
-REPO = Path(__file__).resolve().parent.parent
 
 # peft settings the suite has no counterpart for: a set value refuses the adapter (field -> what it is)
 UNSUPPORTED_PEFT = {
@@ -139,7 +139,7 @@ def model_settings(directory: Path, name: str) -> dict:
     model = run_config(directory).get("model") or {}
     if model:
         return model
-    path = REPO / "conf" / "model" / f"{name}.yaml"
+    path = conf_dir() / "model" / f"{name}.yaml"
     if path.is_file():
         import yaml
 
