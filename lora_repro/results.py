@@ -2,6 +2,7 @@
 whose file says ``status: complete`` is done (sweeps skip it)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -47,16 +48,22 @@ def setting_id(cfg: dict) -> str:
 
 def weights_digest(path: str | os.PathLike) -> str:
     """sha256 of the method weights under ``path`` (a run folder or a method checkpoint folder); the path itself
-    when there are none to read (the run then fails on it, naming it)."""
-    import hashlib
-
+    when there are none to read (the run then fails on it, naming it). Read once per file version: a run's identity
+    is asked for several times, and the report asks it of every record."""
     folder = Path(path) / "method" if (Path(path) / "method").is_dir() else Path(path)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return str(path)
+    return _files_digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=256)
+def _files_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.read_bytes())
+    for name, _, _ in files:
+        digest.update(Path(name).read_bytes())
     return "sha256:" + digest.hexdigest()
 
 

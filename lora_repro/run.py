@@ -113,6 +113,11 @@ def resolved_config(composed: dict) -> dict:
     return cfg
 
 
+def job_config(composed: dict) -> dict:
+    """What a job runs with, and so where its run folder is: the recipe, smoke limits and the MNLI warm start."""
+    return resolve_warm_start(resolved_config(composed), composed)
+
+
 def resolve_warm_start(cfg: dict, composed: dict) -> dict:
     """``warm_start=mnli``: MRPC, RTE and STS-B start from the method weights of the *best* MNLI epoch (by MNLI's
     metric, the run's ``best``) of the same setting and seed (the paper's non-dagger rows, Appendix D: "the best MNLI
@@ -505,7 +510,7 @@ def run(cfg: DictConfig | dict) -> dict:
 def train_job(cfg: dict, job_log: "JobLog") -> dict:
     """config -> recipe -> validation -> model, method, data -> train and evaluate -> results.json."""
     validate_settings(cfg)  # before the recipe: a typo'd number fails before anything is loaded
-    cfg = resolve_warm_start(resolved_config(cfg), cfg)
+    cfg = job_config(cfg)
     validate_settings(cfg)  # and what the recipe filled in
     run_dir = run_dir_for(cfg)
     if rs.is_complete(run_dir) and not cfg.get("force"):
@@ -624,7 +629,7 @@ def record_failure(cfg: DictConfig | dict, error: BaseException) -> Path | None:
     try:
         cfg = to_dict(cfg)
         cfg.pop("hydra", None)
-        cfg = resolve_warm_start(resolved_config(cfg), cfg)
+        cfg = job_config(cfg)
         run_dir = run_dir_for(cfg)
     except Exception:  # no run directory can be named the way run() would; the sweep log has the error
         return None
