@@ -22,8 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import Trainer, TrainerCallback
 
+from lora_repro.distributed import barrier, is_main_process
 from lora_repro.methods.common import trainable_state_dict
 from lora_repro.results import write_json_atomic
 
@@ -127,53 +130,47 @@ def prune_checkpoints(directory: str | os.PathLike, keep: str | os.PathLike) -> 
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def trainer_callbacks(args) -> list:
-    """For the Trainer's ``args``: the callback that seals each checkpoint in ``args.output_dir`` and keeps only the
-    newest one (none when it saves no checkpoints); when it saves every N steps, it also saves at the end of every
-    epoch (the Trainer takes one strategy only).
+class SealCheckpoints(TrainerCallback):
+    """Seals each checkpoint the Trainer writes in ``directory`` (its manifest, written last) and keeps only the
+    newest one; with ``save_at_epoch_end`` (the Trainer saves every N steps) it also saves at the end of every epoch
+    (the Trainer takes one strategy only).
 
     The training loss is logged at every checkpoint: the Trainer logs the mean loss since its last log and a resumed
     run starts that mean afresh, so only logs that coincide with checkpoints make a resumed run log what an
     uninterrupted one does. A step save that falls on the last step of an epoch waits for the epoch's evaluation:
     the Trainer would save first, and a run resumed from there (at the epoch boundary) would never evaluate it.
     """
-    from transformers import TrainerCallback
 
+    def __init__(self, directory: str | os.PathLike, save_at_epoch_end: bool) -> None:
+        self.directory, self.save_at_epoch_end, self.last_saved_step = Path(directory), save_at_epoch_end, -1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        epoch_ends = state.epoch is not None and float(state.epoch).is_integer()
+        if control.should_save and self.save_at_epoch_end and epoch_ends and args.eval_strategy == "epoch":
+            control.should_save = False  # saved by on_epoch_end, after the evaluation
+        if control.should_save:
+            control.should_log = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.save_at_epoch_end and state.global_step != self.last_saved_step:
+            control.should_save = True
+        if control.should_save:
+            control.should_log = True
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank has written its files (rng_state_<rank>.pth) before the main process seals the folder
+        if is_main_process():
+            checkpoint = self.directory / f"checkpoint-{state.global_step}"
+            write_manifest(checkpoint)
+            prune_checkpoints(self.directory, keep=checkpoint)
+        self.last_saved_step = state.global_step
+
+
+def trainer_callbacks(args) -> list:
+    """For the Trainer's ``args``: the callback that seals its checkpoints (none when it saves none)."""
     if args.save_strategy == "no":
         return []
-    directory, save_at_epoch_end = args.output_dir, args.save_strategy == "steps"
-
-    class SealCheckpoints(TrainerCallback):
-        def __init__(self) -> None:
-            self.last_saved_step = -1
-
-        def on_step_end(self, args, state, control, **kwargs):
-            epoch_ends = state.epoch is not None and float(state.epoch).is_integer()
-            if control.should_save and save_at_epoch_end and epoch_ends and args.eval_strategy == "epoch":
-                control.should_save = False  # saved by on_epoch_end, after the evaluation
-            if control.should_save:
-                control.should_log = True
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if save_at_epoch_end and state.global_step != self.last_saved_step:
-                control.should_save = True
-            if control.should_save:
-                control.should_log = True
-
-        def on_save(self, args, state, control, **kwargs):
-            _barrier()  # every rank has written its files (rng_state_<rank>.pth) before rank 0 seals the folder
-            if state.is_world_process_zero:
-                checkpoint = Path(directory) / f"checkpoint-{state.global_step}"
-                write_manifest(checkpoint)
-                prune_checkpoints(directory, keep=checkpoint)
-            self.last_saved_step = state.global_step
-
-    return [SealCheckpoints()]
+    return [SealCheckpoints(args.output_dir, save_at_epoch_end=args.save_strategy == "steps")]
 
 
 def train_resuming(trainer, quarantine: bool) -> tuple:
@@ -187,35 +184,35 @@ def train_resuming(trainer, quarantine: bool) -> tuple:
     return trainer.train(resume_from_checkpoint=resumed_from), resumed_from
 
 
-def make_trainer(**kwargs):
+class LightCheckpointTrainer(Trainer):
     """A ``transformers.Trainer`` whose checkpoints hold only the trainable parameters (plus the optimizer,
-    scheduler, RNG and Trainer state the Trainer always writes). FSDP and DeepSpeed keep the Trainer's format."""
-    from safetensors.torch import load_file, save_file
-    from transformers import Trainer
+    scheduler, RNG and Trainer state the Trainer always writes). FSDP and DeepSpeed keep the Trainer's format.
 
-    class LightCheckpointTrainer(Trainer):
-        def _light(self) -> bool:
-            return not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
+    Saving goes through the public ``save_model``. Loading overrides ``_load_from_checkpoint``: the Trainer has no
+    public hook for a checkpoint that holds part of the model, and its own loader (``load_state_dict(strict=False)``
+    on a ``model.safetensors``) would accept any subset of names and log every frozen weight as missing, where
+    ``load_trainable`` requires exactly this run's trainable parameters."""
 
-        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-            if not self._light():
-                return super()._save(output_dir, state_dict)
-            if not self.args.should_save:
-                return
-            output_dir = Path(output_dir or self.args.output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-            save_file(trainable_state_dict(model), str(output_dir / TRAINABLE_FILE), metadata={"format": "pt"})
+    def _light(self) -> bool:
+        return not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
 
-        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-            path = Path(resume_from_checkpoint) / TRAINABLE_FILE
-            if not path.is_file():
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            model = self.accelerator.unwrap_model(model if model is not None else self.model,
-                                                  keep_torch_compile=False)
-            load_trainable(model, load_file(str(path)), source=str(path))
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self._light():
+            return super().save_model(output_dir, _internal_call)
+        if not is_main_process():
+            return
+        output_dir = Path(output_dir or self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        save_file(trainable_state_dict(model), str(output_dir / TRAINABLE_FILE), metadata={"format": "pt"})
 
-    return LightCheckpointTrainer(**kwargs)
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        path = Path(resume_from_checkpoint) / TRAINABLE_FILE
+        if not path.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+        load_trainable(model, load_file(str(path)), source=str(path))
+
 
 
 def load_trainable(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -241,10 +238,10 @@ def gathered_trainable_state(trainer, trainable_names: list[str]) -> dict[str, t
     """
     if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-        return trainable_state_dict(model) if trainer.args.should_save else None
+        return trainable_state_dict(model) if is_main_process() else None
     wrapped = trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model_wrapped
     full = trainer.accelerator.get_state_dict(wrapped)  # a collective: every rank takes part
-    if not trainer.args.should_save:
+    if not is_main_process():
         return None
     state = {name: full[name].detach().cpu().contiguous() for name in trainable_names if name in full}
     missing = sorted(set(trainable_names) - set(state))

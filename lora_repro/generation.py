@@ -41,7 +41,11 @@ from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from lora_repro.distributed import is_main_process
 from lora_repro.errors import UserError
+from lora_repro.training import TrainingPlan
 
 log = logging.getLogger("lora_repro")
 STYLES = ("hf", "loralib")
@@ -282,56 +286,27 @@ def decode_and_score(model, tokenizer, spec, dataset, settings: DecodingSettings
 
 
 # ---------------------------------------------------------------- training
-class DecodeOnEvaluate:
+class DecodeOnEvaluate(TrainerCallback):
     """Decode the decode splits at each evaluation (``trainer.decode_every_epoch``), logging the metrics into the
     Trainer's history (which checkpoints keep) so the best epoch can be chosen as the paper did."""
 
     def __init__(self, decode: Callable[[int], dict[str, float]]):
-        from transformers import TrainerCallback
-
         self.decode, self.trainer, self.done = decode, None, set()
-        # a TrainerCallback subclass built at runtime keeps transformers out of this module's import time
-        outer = self
 
-        class _Callback(TrainerCallback):
-            def on_evaluate(self, args, state, control, **kwargs):
-                if state.global_step not in outer.done:  # called once per eval dataset
-                    outer.done.add(state.global_step)
-                    outer.trainer.log({f"eval_{k}": v for k, v in outer.decode(state.global_step).items()})
+    def bind(self, trainer) -> None:
+        self.trainer = trainer
 
-        self.callback = _Callback()
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.global_step not in self.done:  # called once per eval dataset
+            self.done.add(state.global_step)
+            self.trainer.log({f"eval_{k}": v for k, v in self.decode(state.global_step).items()})
 
 
-def merged_curve(log_history: list[dict]) -> list[dict]:
-    """One entry per evaluated step: losses and decoded metrics of that step, ``eval_`` prefix dropped."""
-    by_step: dict[int, dict] = {}
-    for entry in log_history:
-        metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and
-                   not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
-        if metrics:
-            point = by_step.setdefault(entry.get("step"), {"epoch": entry.get("epoch"), "step": entry.get("step"),
-                                                           "metrics": {}})
-            point["metrics"].update(metrics)
-    return [by_step[s] for s in sorted(by_step, key=lambda s: s or 0)]
-
-
-def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir: Path, tracker=None) -> dict:
-    """The generation counterpart of ``lora_repro.run.train_and_evaluate`` (same checkpointing, resume and method
-    weights): loss on every eval split at each evaluation, then beam-search decoding and scoring of the decode splits
-    (each epoch with ``trainer.decode_every_epoch``, else once at the end; ``trainer.eval_before_training`` also
-    decodes the untrained model). Decoding runs on the main process, on an unsharded model (single process or DDP).
-    """
-
-    from lora_repro import checkpointing as ckpt
-    from lora_repro.methods.common import parameter_counts, save_method_weights
-    from lora_repro.run import is_main_process, training_arguments
-    from lora_repro.tracking import Tracker
-
-    trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if not trainable_names:
-        raise UserError(f"method {cfg['method']['name']!r} leaves nothing to train on {cfg['model']['name']} "
-                         "(e.g. bitfit on a model without biases, such as Llama/SmolLM2)")
-    counts = parameter_counts(model)
+def training_plan(cfg: dict, spec, splits: dict, tokenizer, model, run_dir: Path) -> TrainingPlan:
+    """Causal-LM loss on the target only; the loss on every eval split at each evaluation, then beam-search decoding
+    and scoring of the decode splits (each evaluation with ``trainer.decode_every_epoch``, else once at the end;
+    ``trainer.eval_before_training`` also decodes the untrained model). Decoding runs on the main process, on an
+    unsharded model (single process or DDP)."""
     t = cfg["trainer"]
     settings = DecodingSettings.from_cfg(cfg["task"].get("generation"))
     tokens = configure_special_tokens(tokenizer, model)
@@ -340,74 +315,54 @@ def train_and_evaluate(cfg: dict, spec, splits: dict, tokenizer, model, run_dir:
     decode_splits = [s for s in spec.extra.get("decode_splits", spec.eval_splits) if s in splits]
     out_dir = run_dir / GENERATIONS_DIR
     main = is_main_process()
-    train = training_dataset(splits[spec.train_split], tokenizer, max_len)
     # trainer.eval_loss=false skips the per-epoch loss on the eval splits (every reference of every input: on a CPU
     # that can cost more than the training); decoding then happens once, after training
     eval_loss = t.get("eval_loss", True)
     if t.get("decode_every_epoch") and not eval_loss:
         raise UserError("trainer.decode_every_epoch=true decodes at each evaluation and needs trainer.eval_loss=true")
+    train = training_dataset(splits[spec.train_split], tokenizer, max_len)
     evals = ({s: training_dataset(splits[s], tokenizer, max_len, every_reference=True) for s in spec.eval_splits}
              if eval_loss else {})
 
     def decode(tag: str) -> dict[str, float]:
         out = {}
         for split in decode_splits if main else ():
-            result = decode_and_score(model, tokenizer, spec, splits[split], settings, out_dir,
-                                      f"{split}{tag}", max_prompt_len)
+            result = decode_and_score(model, tokenizer, spec, splits[split], settings, out_dir, f"{split}{tag}",
+                                      max_prompt_len)
             out.update({f"{split}_{k}": v for k, v in result["metrics"].items()})
         return out
 
-    args = training_arguments(cfg, run_dir, eval_batch_size=16, prediction_loss_only=True,
-                              average_tokens_across_devices=True,  # the causal-LM loss divides by the global count
-                              **({} if eval_loss else {"eval_strategy": "no"}))
-    untrained = None
-    if t.get("eval_before_training") and main:
-        model.to(args.device)  # decode where training will run (the Trainer places the model only later)
+    def untrained(trainer) -> dict | None:
+        if not (t.get("eval_before_training") and main):
+            return None
         cached = [out_dir / f"{s}.untrained.metrics.json" for s in decode_splits]
         if all(p.is_file() for p in cached):  # a resumed run decoded the untrained model already
-            untrained = {s: json.loads(p.read_text())["metrics"] for s, p in zip(decode_splits, cached)}
-        else:
-            untrained = {s: decode_and_score(model, tokenizer, spec, splits[s], settings, out_dir,
-                                             f"{s}.untrained", max_prompt_len)["metrics"] for s in decode_splits}
+            return {s: json.loads(p.read_text())["metrics"] for s, p in zip(decode_splits, cached)}
+        return {s: decode_and_score(model, tokenizer, spec, splits[s], settings, out_dir, f"{s}.untrained",
+                                    max_prompt_len)["metrics"] for s in decode_splits}
 
-    tracker = tracker or Tracker()
-    callbacks = ckpt.trainer_callbacks(args) + tracker.callbacks()
     every_epoch = DecodeOnEvaluate(lambda step: decode(f".step{step}")) if t.get("decode_every_epoch") else None
-    if every_epoch:
-        callbacks.append(every_epoch.callback)
-    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=train, eval_dataset=evals or None,
-                                data_collator=CausalLMCollator(tokens.pad), callbacks=callbacks)
-    if every_epoch:
-        every_epoch.trainer = trainer
-    output, resumed_from = ckpt.train_resuming(trainer, quarantine=main)
-    step = trainer.state.global_step
-    history = list(trainer.state.log_history)
-    if eval_loss and not any(e.get("step") == step and any(k.startswith("eval_") and k.endswith("_loss") for k in e)
-                             for e in history):  # a run shorter than one epoch still gets its loss
-        history.append({**trainer.evaluate(), "epoch": trainer.state.epoch, "step": step})
-    if every_epoch and step in every_epoch.done:  # the last evaluation decoded these weights already
-        final = {}
+
+    def final(trainer) -> dict[str, float]:
+        step = trainer.state.global_step
+        if not (every_epoch and step in every_epoch.done):
+            return decode("")  # the trained model's outputs: {split}.hyp.txt
+        found = {}  # the last evaluation decoded these weights already
         for split in decode_splits if main else ():
             for suffix in (".hyp.txt", ".ref.txt", ".jsonl", ".metrics.json"):
                 shutil.copyfile(out_dir / f"{split}.step{step}{suffix}", out_dir / f"{split}{suffix}")
             metrics = json.loads((out_dir / f"{split}.metrics.json").read_text())["metrics"]
-            final.update({f"{split}_{k}": v for k, v in metrics.items()})
-    else:
-        final = decode("")  # the trained model's outputs: {split}.hyp.txt
-    history.append({**{f"eval_{k}": v for k, v in final.items()}, "epoch": trainer.state.epoch, "step": step})
-    method_state = ckpt.gathered_trainable_state(trainer, trainable_names)
-    if main:
-        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"], state_dict=method_state,
-                            counts=counts)
-    curve = merged_curve(history)
-    key = f"{decode_splits[0]}_{spec.primary_metric}" if decode_splits else f"{spec.eval_splits[0]}_loss"
-    scored = [e for e in curve if key in e["metrics"]]
-    best = max(scored, key=lambda e: e["metrics"][key]) if scored else curve[-1]
-    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"curve": curve, "best": best, "last": scored[-1] if scored else curve[-1], "primary_metric": key,
-            "untrained": untrained, "train_loss": train_losses, "global_steps": step,
-            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": resumed_from,
-            "decoding": {**asdict(settings), "splits": decode_splits, "max_prompt_len": max_prompt_len,
-                         "special_tokens": asdict(tokens), "outputs": str(out_dir)},
-            "n_examples": {"train_pairs": len(train), **{f"{s}_pairs": len(d) for s, d in evals.items()},
-                           **{f"{s}_inputs": len(splits[s]) for s in decode_splits}}}
+            found.update({f"{split}_{k}": v for k, v in metrics.items()})
+        return found
+
+    return TrainingPlan(
+        train=train, eval_dataset=evals or None, collator=CausalLMCollator(tokens.pad),
+        primary_metric=f"{decode_splits[0]}_{spec.primary_metric}" if decode_splits else f"{spec.eval_splits[0]}_loss",
+        arguments={"per_device_eval_batch_size": t.get("eval_batch_size") or 16, "prediction_loss_only": True,
+                   "average_tokens_across_devices": True,  # the causal-LM loss divides by the global count
+                   **({} if eval_loss else {"eval_strategy": "no"})},
+        callbacks=[every_epoch] if every_epoch else [], before_training=untrained, final_metrics=final,
+        details={"decoding": {**asdict(settings), "splits": decode_splits, "max_prompt_len": max_prompt_len,
+                              "special_tokens": asdict(tokens), "outputs": str(out_dir)}},
+        n_examples={"train_pairs": len(train), **{f"{s}_pairs": len(d) for s, d in evals.items()},
+                    **{f"{s}_inputs": len(splits[s]) for s in decode_splits}})

@@ -2,6 +2,7 @@
 whose file says ``status: complete`` is done (sweeps skip it)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -67,20 +68,36 @@ def _files_digest(files: tuple[tuple[str, int, int], ...]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Write ``path`` atomically: the body writes the yielded temporary path beside it (any writer: json, text,
+    safetensors, numpy), then it replaces ``path`` in one step, so a reader sees the old file or the new one, never
+    half of one; on error the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def read_results(run_dir: str | os.PathLike) -> dict | None:

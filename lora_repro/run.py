@@ -7,7 +7,6 @@ for the report's median.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import logging.handlers
 import os
@@ -18,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback
 
 from lora_repro import results as rs
 from lora_repro import checkpointing as ckpt
+from lora_repro.distributed import is_main_process
 from lora_repro.methods import apply_method, get_method
-from lora_repro.methods.common import load_method_weights, parameter_counts, save_method_weights
-from lora_repro.methods.prefix import check_input_room
+from lora_repro.methods.common import load_method_weights, parameter_counts
+from lora_repro.training import BEST_METHOD_DIR, METHOD_DIR, train_and_evaluate
 from lora_repro.models import load_model, load_tokenizer, resolve_source, load_config
 from lora_repro.tasks import get_task
 from lora_repro.tracking import Tracker, start_tracking, wandb_settings
@@ -46,11 +45,9 @@ def run_dir_for(cfg: dict) -> Path:
 
 
 TRAINER_FROM_RECIPE = ("batch_size", "epochs", "lr", "max_seq_len", "warmup_ratio", "weight_decay")
-METHOD_FROM_RECIPE = {"r": "lora_r", "alpha": "lora_alpha", "targets": "lora_targets", "bottleneck": "bottleneck"}
 
 
 WARM_START_TASKS = ("mrpc", "rte", "stsb")
-BEST_METHOD_DIR = "method_best"  # the method weights of the run's best epoch (what warm_start=mnli starts from)
 
 
 def recipe_hparams(cfg: dict) -> tuple[str, str, dict]:
@@ -90,7 +87,7 @@ def apply_recipe(cfg: dict) -> dict:
         cfg["trainer"]["warmup_steps"] = hp["warmup_steps"]
     if "dagger" in method.split("/")[1:] and cfg.get("warm_start"):
         cfg["warm_start"] = None  # the † rows start MRPC, RTE and STS-B from the pretrained model
-    for key, source_key in METHOD_FROM_RECIPE.items():
+    for key, source_key in get_method(cfg["method"]["name"]).recipe_keys.items():  # e.g. LoRA's r from lora_r
         if key in cfg["method"] and cfg["method"][key] is None and hp.get(source_key) is not None:
             cfg["method"][key] = hp[source_key]
     if hp.get("cls_dropout") is not None:
@@ -146,37 +143,6 @@ def resolve_warm_start(cfg: dict, composed: dict) -> dict:
     return cfg
 
 
-class BestMethodSaver(TrainerCallback):
-    """Writes the method weights to ``<run_dir>/method_best/`` whenever an evaluation beats every earlier one on the
-    run's primary metric (ties keep the earlier epoch, as the record's ``best`` does), so a later run can start from
-    the best epoch. Gathered like the final save (a collective under FSDP/ZeRO-3: every rank calls it); only the main
-    process writes. The Trainer restores log_history on resume, so the comparison continues across an interruption.
-    ``trainer`` is set once the Trainer exists."""
-
-    def __init__(self, key: str, run_dir: Path, cfg: dict, trainable_names: list[str], counts: dict):
-        self.key, self.run_dir, self.cfg, self.trainable_names, self.counts = key, run_dir, cfg, trainable_names, counts
-        self.trainer = None
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        name = f"eval_{self.key}"
-        value = (metrics or {}).get(name)
-        if value is None or self.trainer is None:
-            return
-        earlier = [e[name] for e in state.log_history if name in e][:-1]  # the last entry is this evaluation
-        if earlier and value <= max(earlier):
-            return
-        state_dict = ckpt.gathered_trainable_state(self.trainer, self.trainable_names)
-        if is_main_process():
-            save_method_weights(self.trainer.model, self.run_dir / BEST_METHOD_DIR, self.cfg["method"],
-                                self.cfg["model"]["name"], state_dict=state_dict, counts=self.counts)
-
-
-def saves_best_method(cfg: dict) -> bool:
-    """``trainer.save_best_method`` (default: only for MNLI, the run others warm-start from)."""
-    value = cfg["trainer"].get("save_best_method")
-    return cfg["task"]["name"] == "mnli" if value is None else bool(value)
-
-
 POSITIVE_INT = ("trainer.batch_size", "trainer.eval_batch_size", "trainer.max_seq_len")
 NON_NEGATIVE_INT = ("seed", "trainer.num_workers", "task.subset_seed")
 POSITIVE_INT_OR_NULL = ("trainer.save_steps", "trainer.logging_steps", "trainer.warmup_steps",
@@ -221,6 +187,7 @@ def validate_settings(cfg: dict) -> None:
     max_steps = _setting(cfg, "trainer.max_steps")
     if max_steps is not None and not is_int(max_steps):
         raise UserError(f"trainer.max_steps={max_steps!r}: must be an integer (-1 or 0: train for trainer.epochs)")
+    check_method_keys(cfg["method"])
     precision = _setting(cfg, "trainer.precision") or "fp32"
     if precision not in PRECISIONS:
         raise UserError(f"trainer.precision={precision!r}; choices: {', '.join(PRECISIONS)}")
@@ -231,14 +198,30 @@ def validate_settings(cfg: dict) -> None:
                         "(runs go under it; default $LORA_REPRO_RUNS or runs/)")
 
 
+def check_method_keys(method_cfg: dict) -> None:
+    """A method's settings are the keys its yaml declares (conf/method/NAME.yaml states each default once): any
+    other key is a typo that would be ignored, so it fails naming the valid ones."""
+    from hydra.errors import MissingConfigException
+
+    from lora_repro.config import group_config
+
+    get_method(method_cfg["name"])
+    try:
+        declared = group_config("method", method_cfg["name"])
+    except MissingConfigException:  # registered in code without a yaml: nothing declares its keys
+        return
+    unknown = sorted(set(method_cfg) - set(declared))
+    if unknown:
+        raise UserError(f"method {method_cfg['name']!r} has no setting {', '.join(unknown)}; its settings: "
+                        f"{', '.join(sorted(declared))}")
+
+
 def prepare(cfg: dict):
     """Everything that can fail on bad input, before anything is written: task, method, data, model."""
     spec = get_task(cfg["task"]["name"])
-    get_method(cfg["method"]["name"])
+    get_method(cfg["method"]["name"]).validate(cfg["method"])
     if cfg.get("data_dir") and not Path(cfg["data_dir"]).is_dir():
         raise MissingInputError(f"data folder {cfg['data_dir']} does not exist (set by data_dir or $LORA_REPRO_DATA)")
-    if cfg["method"]["name"] == "lora" and (not isinstance(cfg["method"].get("r"), int) or cfg["method"]["r"] <= 0):
-        raise UserError(f"method.r must be a positive integer, got {cfg['method'].get('r')!r}")
     smoke = cfg.get("smoke", False)
     source = smoke_source(cfg["model"]) if smoke else resolve_source(cfg["model"])
     if smoke:
@@ -261,7 +244,9 @@ def prepare(cfg: dict):
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     apply_method(model, cfg["method"])
-    check_input_room(model, cfg["trainer"].get("max_seq_len"))  # prefix/infix tokens need room beside the input
+    for module in model.modules():  # modules that take input positions (prefix/infix tokens) check they fit
+        if hasattr(module, "check_input_room"):
+            module.check_input_room(cfg["trainer"].get("max_seq_len"))
     if cfg.get("init_from"):
         load_method_weights(model, _method_dir(cfg["init_from"]), apply=False, include_head=False)
     apply_fast_path(model, cfg)
@@ -294,7 +279,7 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
     """
     from lora_repro.methods.lora_layer import in_out_features
 
-    t, method = cfg["trainer"], cfg["method"]["name"]
+    t = cfg["trainer"]
     attn = t.get("attn_implementation")
     if attn:
         try:
@@ -306,15 +291,11 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
     if requested in (None, "none", False):
         return {"frozen_dtype": None, "cast_parameters": 0}
     if requested == "auto":
-        if not t.get("fast_path", True) or precision not in FROZEN_DTYPES or method == "full_ft":
+        if not t.get("fast_path", True) or precision not in FROZEN_DTYPES:
             return {"frozen_dtype": None, "cast_parameters": 0}
         requested = precision
     elif requested not in FROZEN_DTYPES:
         raise UserError(f"trainer.frozen_dtype must be one of auto, bf16, fp16, null; got {requested!r}")
-    elif method == "full_ft":
-        raise UserError(f"trainer.frozen_dtype={requested} is for methods that freeze the pretrained weights (lora, "
-                         "adapters, bitfit): full_ft trains them, and storing them in half precision would change its "
-                         "numerics; use trainer.precision=bf16 (autocast over fp32 weights) instead")
     elif precision != requested:
         raise UserError(f"trainer.frozen_dtype={requested} needs trainer.precision={requested} (autocast), got "
                          f"precision={precision}: without autocast in that dtype, activations and weights would disagree")
@@ -327,12 +308,18 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
             return False
 
     shared = {id(p) for m in model.modules() if not is_matmul(m) for p in m.parameters(recurse=False)}
+    frozen = [p for module in filter(is_matmul, model.modules()) for p in module.parameters(recurse=False)
+              if not p.requires_grad and id(p) not in shared and p.is_floating_point()]
+    if not frozen and t.get("frozen_dtype", "auto") != "auto":
+        raise UserError(f"trainer.frozen_dtype={requested} is for methods that freeze the pretrained weights (lora, "
+                         f"adapters, bitfit): {cfg['method']['name']} trains every matmul weight, and storing them in "
+                         "half precision would change its numerics; use trainer.precision=bf16 (autocast over fp32 "
+                         "weights) instead")
     dtype, cast = FROZEN_DTYPES[requested], 0
-    for module in filter(is_matmul, model.modules()):
-        for p in module.parameters(recurse=False):
-            if not p.requires_grad and id(p) not in shared and p.dtype != dtype and p.is_floating_point():
-                p.data = p.data.to(dtype)
-                cast += 1
+    for p in frozen:
+        if p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            cast += 1
     log.info("fast path: %d frozen matmul weights/biases stored in %s", cast, requested)
     return {"frozen_dtype": requested, "cast_parameters": cast}
 
@@ -340,7 +327,7 @@ def apply_fast_path(model: torch.nn.Module, cfg: dict) -> dict:
 def _method_dir(path: str) -> Path:
     """``init_from`` may name a run directory (its method/ subfolder) or a method checkpoint folder itself."""
     path = Path(path)
-    return path / "method" if (path / "method").is_dir() else path
+    return path / METHOD_DIR if (path / METHOD_DIR).is_dir() else path
 
 
 def load_splits(spec, cfg: dict, smoke: bool):
@@ -377,132 +364,13 @@ def load_splits(spec, cfg: dict, smoke: bool):
     return splits, data
 
 
-def tokenize(spec, splits: dict, tokenizer, max_len: int) -> dict:
-    """Tokenise once (padding happens per batch in the collator)."""
-    def encode(batch):
-        return tokenizer(*[batch[f] for f in spec.text_fields], truncation=True, max_length=max_len)
-
-    # An explicit fingerprint: letting datasets hash the closure (tokenizer included) with dill costs minutes.
-    tag = hashlib.sha256(f"{tokenizer.name_or_path}|{len(tokenizer)}|{max_len}".encode()).hexdigest()[:16]
-    return {name: ds.map(encode, batched=True, remove_columns=list(spec.text_fields),
-                         new_fingerprint=f"{ds._fingerprint}-{tag}").rename_column("label", "labels")
-            for name, ds in splits.items()}
-
-
-def epoch_curve(log_history: list[dict], spec) -> list[dict]:
-    """Per-evaluation metrics from the Trainer's log history (it survives checkpoint/resume)."""
-    by_step: dict = {}  # several eval sets (MNLI m/mm) log one entry each per evaluation
-    for entry in log_history:
-        metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and
-                   not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
-        if metrics:
-            point = by_step.setdefault(entry.get("step"), {"epoch": entry.get("epoch"), "step": entry.get("step"), "metrics": {}})
-            point["metrics"].update(metrics)
-    return list(by_step.values())
-
-
-def primary_key(spec) -> str:
-    return f"{spec.eval_splits[0]}_{spec.primary_metric}" if len(spec.eval_splits) > 1 else spec.primary_metric
-
-
-def world_size() -> int:
-    """Processes of a data-parallel job (torchrun / accelerate launch set WORLD_SIZE); 1 otherwise."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Only the main process of a multi-process job writes results, method weights and wandb."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def per_device_batch_size(batch_size: int, processes: int) -> int:
-    """``trainer.batch_size`` is the global batch (the paper's); data-parallel processes split it."""
-    if batch_size % processes:
-        raise UserError(f"trainer.batch_size={batch_size} is the global batch and must divide evenly over "
-                         f"{processes} processes (WORLD_SIZE); choose a multiple of {processes}")
-    return batch_size // processes
-
-
-def training_arguments(cfg: dict, run_dir: Path, eval_batch_size: int = 64, **overrides):
-    """The Trainer's arguments from ``cfg['trainer']``, checkpoints under the run directory: one place for every task
-    kind (generation.py too)."""
-    from transformers import TrainingArguments
-
-    t = cfg["trainer"]
-    max_steps = t.get("max_steps", -1) or -1
-    save_steps = t.get("save_steps") or (max_steps if max_steps > 0 else None)
-    settings = dict(
-        output_dir=str(run_dir / ckpt.CHECKPOINTS_DIR), seed=cfg["seed"], data_seed=cfg["seed"],
-        learning_rate=t["lr"], per_device_train_batch_size=per_device_batch_size(t["batch_size"], world_size()),
-        per_device_eval_batch_size=t.get("eval_batch_size", eval_batch_size), num_train_epochs=t["epochs"],
-        max_steps=max_steps, warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0,
-        weight_decay=t.get("weight_decay") or 0.0, lr_scheduler_type=t.get("lr_scheduler", "linear"),
-        max_grad_norm=t.get("grad_clip", 1.0), label_smoothing_factor=t.get("label_smoothing", 0.0),
-        eval_strategy="steps" if max_steps > 0 else "epoch", eval_steps=max_steps if max_steps > 0 else None,
-        save_strategy=("steps" if save_steps else "epoch") if t.get("save_checkpoints", True) else "no",
-        save_steps=save_steps,
-        save_total_limit=None,  # checkpointing.trainer_callbacks rotates them once the newer one is sealed
-        logging_strategy="steps", logging_steps=t.get("logging_steps") or 10,
-        bf16=t.get("precision") == "bf16", fp16=t.get("precision") == "fp16",
-        train_sampling_strategy="group_by_length" if t.get("group_by_length") else "random",
-        torch_compile=t.get("torch_compile", False), dataloader_num_workers=t.get("num_workers", 0), report_to=[],
-        disable_tqdm=not t.get("progress", True), use_cpu=not torch.cuda.is_available(),
-    )
-    settings.update(overrides)
-    return TrainingArguments(**settings)
-
-
-def train_and_evaluate(cfg: dict, spec, splits, tokenizer, model, run_dir: Path, tracker: Tracker | None = None) -> dict:
-    """Train with per-epoch evaluation, checkpointing every ``trainer.save_steps`` steps and at every epoch end
-    (resuming from the newest verified checkpoint), then save the method weights (gathered when sharded)."""
-    if spec.kind == "generation":  # causal-LM loss on the target only, beam-search decoding, NLG metrics
-        from lora_repro import generation
-
-        return generation.train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
-    from transformers import DataCollatorWithPadding
-
-    t = cfg["trainer"]
-    encoded = tokenize(spec, splits, tokenizer, t["max_seq_len"])
-    evals = {s: encoded[s] for s in spec.eval_splits}
-    trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
-    counts = parameter_counts(model)
-    # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
-    # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
-    args = training_arguments(cfg, run_dir, average_tokens_across_devices=spec.kind == "generation")
-    tracker = tracker or Tracker()
-    trainer = ckpt.make_trainer(model=model, args=args, train_dataset=encoded[spec.train_split],
-                                eval_dataset=evals if len(evals) > 1 else evals[spec.eval_splits[0]],
-                                data_collator=DataCollatorWithPadding(tokenizer),
-                                compute_metrics=lambda p: spec.score(p.predictions, p.label_ids),
-                                callbacks=ckpt.trainer_callbacks(args) + tracker.callbacks())
-    if saves_best_method(cfg):  # the best epoch's method weights, for warm_start=mnli (resolve_warm_start)
-        trainer.add_callback(saver := BestMethodSaver(primary_key(spec), run_dir, cfg, trainable_names, counts))
-        saver.trainer = trainer
-    output, resumed_from = ckpt.train_resuming(trainer, quarantine=is_main_process())
-    curve = epoch_curve(trainer.state.log_history, spec)
-    if not curve:  # a run shorter than one epoch still gets its evaluation
-        metrics = trainer.evaluate()
-        curve = epoch_curve([{**metrics, "epoch": trainer.state.epoch, "step": trainer.state.global_step}], spec)
-    key = primary_key(spec)
-    best = max(curve, key=lambda e: e["metrics"].get(key, float("-inf")))
-    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    method_state = ckpt.gathered_trainable_state(trainer, trainable_names)
-    if is_main_process():
-        save_method_weights(model, run_dir / "method", cfg["method"], cfg["model"]["name"], state_dict=method_state,
-                            counts=counts)
-    return {"curve": curve, "best": best, "last": curve[-1], "primary_metric": key,
-            "train_loss": train_losses, "global_steps": trainer.state.global_step,
-            "train_runtime_s": output.metrics.get("train_runtime"), "resumed_from": resumed_from,
-            "n_examples": {k: len(v) for k, v in encoded.items()}}
-
-
 def run(cfg: DictConfig | dict) -> dict:
     cfg = to_dict(cfg)
     cfg.pop("hydra", None)
-    if cfg.get("job") == "param_counts":  # a report, not a training run (conf/experiment/param_counts.yaml)
-        from lora_repro.report.param_counts import param_counts_job
+    if cfg.get("job"):  # a job other than training, by its dotted path (conf/experiment/param_counts.yaml)
+        from hydra.utils import get_method as job_function
 
-        return param_counts_job(cfg)
+        return job_function(cfg["job"])(cfg)
     with JobLog() as job_log:
         return train_job(cfg, job_log)
 

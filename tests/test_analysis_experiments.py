@@ -18,36 +18,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from lora_repro.analysis import experiments as ex
+from lora_repro.config import compose
 from lora_repro.analysis.__main__ import main as cli_main
 from lora_repro.analysis.checkpoint import LoraModule
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "conf"
 NOTEBOOKS = REPO / "notebooks"
 EXPERIMENTS = ("table5_weight_types", "table6_rank", "fig3_subspace", "fig4_seeds", "table7_amplification")
 
 
 def compose_cfg(experiment: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={experiment}", *overrides], return_hydra_config=False)
+    return compose([f"+experiment={experiment}", *overrides])
 
 
 def sweep(experiment: str) -> list[dict]:
     """Every job of the experiment's sweep, resolved: the cartesian product of hydra.sweeper.params."""
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
-        params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
-        jobs = []
-        for values in itertools.product(*params.values()):
-            job = compose("config", overrides=[f"+experiment={experiment}",
-                                               *(f"{k}={v}" for k, v in zip(params, values))])
-            jobs.append(OmegaConf.to_container(job, resolve=True))
-    return jobs
+    cfg = compose([f"+experiment={experiment}"], hydra_config=True)
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    return [OmegaConf.to_container(compose([f"+experiment={experiment}",
+                                            *(f"{k}={v}" for k, v in zip(params, values))]), resolve=True)
+            for values in itertools.product(*params.values())]
 
 
 # ---------------------------------------------------------------- configs

@@ -9,22 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lora_repro import results as rs
+from lora_repro.config import compose
 
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def composed(overrides: list[str], hydra_config: bool = False):
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
-
-
 def test_slurm_launcher_config_wraps_submitit_slurm_with_the_cluster_fields():
-    cfg = composed(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lora",
+    cfg = compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lora",
                     "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4"], hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
@@ -48,7 +43,7 @@ def test_slurm_launcher_writes_the_sbatch_script_of_a_job_array(tmp_path, monkey
 
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were here
     monkeypatch.setattr(submitit.SlurmExecutor, "_submit_command", capture)
-    cfg = composed(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lora",
+    cfg = compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lora",
                     f"output_root={tmp_path}"], hydra_config=True)
     launcher = instantiate(cfg.hydra.launcher)
     launcher.config = cfg
@@ -62,7 +57,7 @@ def test_slurm_launcher_writes_the_sbatch_script_of_a_job_array(tmp_path, monkey
 
 
 def test_local_launcher_config_wraps_submitit_local():
-    launcher = composed(["hydra/launcher=local"], hydra_config=True).hydra.launcher
+    launcher = compose(["hydra/launcher=local"], hydra_config=True).hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.LocalLauncher")
     assert launcher.gpus_per_node == 0 and launcher.timeout_min >= 60
 
@@ -71,7 +66,7 @@ def test_a_job_failing_before_training_still_leaves_a_failed_record(tmp_path):
     # a bug before training (not a user error: those write nothing, tests/test_errors.py)
     from lora_repro.run import record_failure, resolved_config, run_dir_for, to_dict
 
-    cfg = composed([f"output_root={tmp_path}", "smoke=true"])
+    cfg = compose([f"output_root={tmp_path}", "smoke=true"])
     path = record_failure(cfg, RuntimeError("tokenizer exploded"))
     record = rs.read_results(path.parent)
     assert record["status"] == "failed" and record["error"] == "RuntimeError: tokenizer exploded"

@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO
+from lora_repro.config import compose
 from lora_repro.methods import get_method
 from lora_repro.run import apply_recipe, run_dir_for, to_dict
 from lora_repro.tasks import get_task
@@ -18,8 +18,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml
 
 def sweep_jobs(experiment: str) -> list[list[str]]:
     """The override lists of the experiment's declared sweep (comma lists; BasicSweeper syntax)."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+    cfg = compose([f"+experiment={experiment}"], hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
     axes = [[f"{k}={v.strip()}" for v in str(values).split(",")] for k, values in params.items()]
     return [list(job) for job in itertools.product(*axes)]
@@ -30,8 +29,7 @@ def test_every_job_of_every_experiment_composes(experiment):
     jobs = sweep_jobs(experiment)
     dirs = set()
     for job in jobs:
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = to_dict(compose("config", overrides=[f"+experiment={experiment}", *job]))
+        cfg = to_dict(compose([f"+experiment={experiment}", *job]))
         if cfg.get("job", "train") != "train":
             continue  # non-training jobs (e.g. parameter accounting) are tested with their own code
         get_task(cfg["task"]["name"])

@@ -395,14 +395,12 @@ def test_batched_left_padded_decoding_equals_one_at_a_time(tokenizer, style):
     ("e2e_smollm2_gpu", ["model.package=null"]),  # also decodes the untrained model (trainer.eval_before_training)
 ])
 def test_experiment_smoke_run(experiment, overrides, tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
+    from lora_repro.config import compose
     from lora_repro.run import run
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}", "smoke=true", f"output_root={tmp_path}",
-                                           "trainer.epochs=1", "task.generation.max_new_tokens=8", *overrides])
+    cfg = compose([f"+experiment={experiment}", "smoke=true", f"output_root={tmp_path}", "trainer.epochs=1",
+                   "task.generation.max_new_tokens=8", *overrides])
     record = run(cfg)
     assert record["status"] == "complete" and record["smoke"]
     key = record["primary_metric"]

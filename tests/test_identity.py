@@ -39,7 +39,7 @@ def test_warm_started_seeds_share_their_setting():
     # warm_start=mnli fills init_from with each seed's own MNLI run: still one setting, seeds side by side
     seeds = [{**job("warm_start=mnli", f"seed={s}"), "init_from": f"/runs/mnli/seed{s}"} for s in range(3)]
     assert len({rs.setting_id(cfg) for cfg in seeds}) == 1
-    assert rs.setting_id(seeds[0]) != rs.setting_id(job(f"seed=0"))  # warm_start itself is part of the setting
+    assert rs.setting_id(seeds[0]) != rs.setting_id(job("seed=0"))  # warm_start itself is part of the setting
 
 
 def test_the_analysis_pairs_runs_by_the_same_identity():

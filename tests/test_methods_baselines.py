@@ -13,9 +13,21 @@ from torch import nn
 from lora_repro.methods import apply_method
 from lora_repro.methods.common import is_head, load_method_weights, parameter_counts, save_method_weights
 from lora_repro.methods.prefix import Insertion, PrefixTokens, check_input_room, context_length
-from lora_repro.report.param_counts import adapter_formula, lora_formula, prefix_formula
+from lora_repro.methods import get_method
+from lora_repro.methods.adapters import adapter_formula
 
 D, LAYERS, VOCAB = 32, 2, 100
+
+
+def lora_count(d: int, r: int, n_layers: int) -> int:
+    """Section 5.1's |Θ| for LoRA on W_q and W_v, as the lora method states it."""
+    return get_method("lora").formula({"r": r, "targets": ["q", "v"]}, d, n_layers)[0]
+
+
+def prefix_count(d: int, n_tokens: int, n_layers: int = 1) -> int:
+    """PreEmbed (one layer) or PreLayer (every layer) with n_tokens special tokens."""
+    method = "prefix_layer" if n_layers > 1 else "prefix_embed"
+    return get_method(method).formula({"l_p": n_tokens, "l_i": 0}, d, n_layers)[0]
 
 
 def tiny(family: str, causal: bool | None = None, layers: int = LAYERS) -> nn.Module:
@@ -342,7 +354,7 @@ def test_decoder_infix_between_context_and_target_with_labels_masked():
 def test_prefix_layer_replaces_the_special_activations_at_every_block():
     model = tiny("gpt2")
     apply_method(model, {"name": "prefix_layer", "l_p": 2, "l_i": 1})
-    assert trainable(model) == {"transformer.prefix_layer.tokens": prefix_formula(D, 3, LAYERS)}
+    assert trainable(model) == {"transformer.prefix_layer.tokens": prefix_count(D, 3, LAYERS)}
     seen = {}
     for i, block in enumerate(model.transformer.h):
         block.register_forward_pre_hook(lambda m, a, kw, i=i: seen.__setitem__(i, a[0]), with_kwargs=True)
@@ -361,7 +373,7 @@ def test_prefix_methods_train_only_their_tokens(family, method):
     apply_method(model, {"name": method, "l_p": 3, "l_i": 2})
     layers = LAYERS if method == "prefix_layer" else 1
     prefix = model.base_model_prefix
-    assert trainable(model) == {f"{prefix}.{method}.tokens": prefix_formula(D, 5, layers)}
+    assert trainable(model) == {f"{prefix}.{method}.tokens": prefix_count(D, 5, layers)}
     steps_change_only_trainable(model, batch)
 
 
@@ -423,7 +435,7 @@ def test_lora_matches_peft_on_separate_linear_layers():
                                                                       target_modules=["query", "value"]))
     lora_params = {n: p for n, p in theirs.named_parameters() if "lora_" in n}
     assert sum(p.numel() for p in lora_params.values()) == sum(trainable(ours).values())
-    assert sum(trainable(ours).values()) == lora_formula(D, 4, 2 * LAYERS)
+    assert sum(trainable(ours).values()) == lora_count(D, 4, LAYERS)
     with torch.no_grad():
         for name, p in ours.named_parameters():
             if name.endswith(("lora_A", "lora_B")):
@@ -483,10 +495,10 @@ def test_lora_plus_prefix_trains_both_parts(name, prefix):
     apply_method(model, cfg)
     names = trainable(model)
     lora = {n: v for n, v in names.items() if n.endswith(("lora_A", "lora_B"))}
-    assert len(lora) == 2 * 2 * LAYERS and sum(lora.values()) == lora_formula(D, 2, 2 * LAYERS)
+    assert len(lora) == 2 * 2 * LAYERS and sum(lora.values()) == lora_count(D, 2, LAYERS)
     layers = LAYERS if prefix == "prefix_layer" else 1
     assert names.keys() - lora.keys() == {f"bert.{prefix}.tokens"}
-    assert sum(names.values()) == lora_formula(D, 2, 2 * LAYERS) + prefix_formula(D, 4, layers)
+    assert sum(names.values()) == lora_count(D, 2, LAYERS) + prefix_count(D, 4, layers)
     perturb(model)
     steps_change_only_trainable(model, batch)
 
@@ -505,5 +517,5 @@ def test_prefix_tokens_live_in_the_body_not_the_head():
     apply_method(model, {"name": "prefix_embed", "l_p": 2, "l_i": 0})
     assert isinstance(model.bert.prefix_embed, PrefixTokens)
     counts = parameter_counts(model)
-    assert counts["trainable_without_head"] == prefix_formula(D, 2)
+    assert counts["trainable_without_head"] == prefix_count(D, 2)
     assert counts["trainable_head"] == sum(p.numel() for p in model.classifier.parameters())

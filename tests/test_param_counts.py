@@ -5,20 +5,31 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from lora_repro.methods import get_method
 from lora_repro.report import param_counts as pc
 from lora_repro.report.paper import paper_rows
 
 
+def count(method: str, d: int, n_layers: int, **cfg) -> int:
+    return get_method(method).formula(cfg, d, n_layers)[0]
+
+
 def test_formulas_reproduce_the_papers_own_cross_checks():
-    assert pc.lora_formula(768, 8, 2 * 12) == 294_912  # RoBERTa-base, r=8 on q, v: 0.3M
-    assert pc.lora_formula(1536, 8, 2 * 48) == 2_359_296  # DeBERTa XXL at Table 10's r=8: 2.4M, not 4.7M
-    assert pc.lora_formula(1536, 16, 2 * 48) == 4_718_592  # ... r=16 gives the printed 4.7M
-    assert pc.lora_formula(1024, 4, 2 * 24) == 393_216  # GPT-2 M: 0.39M against the printed 0.35M
-    assert pc.lora_formula(12288, 2, 96) == 4_718_592  # GPT-3 r_v=2
-    assert pc.adapter_formula(12288, 1, 2 * 96) == 7_078_080  # GPT-3 Adapter^H r=1: 7.1M
-    assert pc.adapter_formula(1024, 6, 24, 24) == 368_784  # GPT-2 M Adapter^L with its LayerNorms: 0.37M
-    assert pc.prefix_formula(12288, 256 + 8) == 3_244_032  # GPT-3 PreEmbed: 3.2M
-    assert pc.prefix_formula(12288, 8 + 8, 96) == 18_874_368  # GPT-3 PreLayer: 18.9M against the printed 20.2M
+    qv = ["q", "v"]
+    assert count("lora", 768, 12, r=8, targets=qv) == 294_912  # RoBERTa-base, r=8 on q, v: 0.3M
+    assert count("lora", 1536, 48, r=8, targets=qv) == 2_359_296  # DeBERTa XXL at Table 10's r=8: 2.4M, not 4.7M
+    assert count("lora", 1536, 48, r=16, targets=qv) == 4_718_592  # ... r=16 gives the printed 4.7M
+    assert count("lora", 1024, 24, r=4, targets=qv) == 393_216  # GPT-2 M: 0.39M against the printed 0.35M
+    assert count("lora", 12288, 96, r=2, targets=["v"]) == 4_718_592  # GPT-3 r_v=2
+    assert count("rslora", 12288, 96, r=2, targets=["v"]) == 4_718_592  # the same A and B, another scaling
+    assert count("dora", 768, 12, r=8, targets=qv) == 294_912 + 24 * 768  # + one magnitude per output
+    assert count("adapter_h", 12288, 96, bottleneck=1) == 7_078_080  # GPT-3 Adapter^H r=1: 7.1M
+    assert count("adapter_l", 1024, 24, bottleneck=6) == 368_784  # GPT-2 M Adapter^L with its LayerNorms: 0.37M
+    assert count("prefix_embed", 12288, 96, l_p=256, l_i=8) == 3_244_032  # GPT-3 PreEmbed: 3.2M
+    assert count("prefix_layer", 12288, 96, l_p=8, l_i=8) == 18_874_368  # GPT-3 PreLayer: 18.9M, printed 20.2M
+    parts = [{"name": "lora", "r": 8, "targets": qv}, {"name": "prefix_embed", "l_p": 8, "l_i": 4}]
+    assert count("lora_pe", 12288, 96, methods=parts) == 37_748_736 + 147_456  # Appendix E: the parts' sum
+    assert count("full_ft", 768, 12) is None  # no closed form: counted from the model
 
 
 @pytest.mark.parametrize("printed, count, expected", [
@@ -79,10 +90,12 @@ def test_gpt2_lora_rows_disagree_with_their_printed_counts():
 
 
 def test_param_counts_job_writes_markdown_and_csv(tmp_path):
+    from lora_repro.config import compose
     from lora_repro.run import run
 
     out = tmp_path / "param_counts"
-    result = run({"job": "param_counts", "param_counts": {"tables": [4], "out": str(out)}})
+    cfg = compose(["+experiment=param_counts", "param_counts.tables=[4]", f"param_counts.out={out}"])
+    result = run(cfg)  # the experiment names its job: no training
     assert result["status"] == "complete" and result["rows"] == 8
     text = out.with_suffix(".md").read_text()
     assert "## Table 4" in text and "37,748,736" in text and "18,874,368" in text

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from conftest import REPO
 from lora_repro import results as rs
+from lora_repro.config import compose
 from lora_repro.errors import MissingInputError
 from lora_repro.methods.common import CONFIG_FILE, WEIGHTS_FILE
 from lora_repro.recipe import main as recipe_main
@@ -20,8 +20,7 @@ GLUE = ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"]
 
 
 def composed(*overrides: str) -> dict:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return to_dict(compose("config", overrides=list(overrides)))
+    return to_dict(compose(overrides))
 
 
 def resolved(*overrides: str) -> dict:

@@ -99,12 +99,11 @@ def test_load_trainable_refuses_a_checkpoint_of_other_settings(tiny_bert):
 class ShardedTrainerStub:
     """What gathered_trainable_state reads from a Trainer under FSDP: the flags and accelerate's get_state_dict."""
 
-    def __init__(self, full: dict, main: bool = True):
+    def __init__(self, full: dict):
         from types import SimpleNamespace
 
         self.is_fsdp_enabled, self.is_deepspeed_enabled = True, False
         self.model_wrapped = "the FSDP-wrapped model"
-        self.args = SimpleNamespace(should_save=main)
         self.accelerator = SimpleNamespace(get_state_dict=lambda wrapped: full if wrapped == self.model_wrapped else {})
 
 
@@ -112,7 +111,9 @@ def test_sharded_method_weights_come_from_the_gathered_state_dict():
     full = {"body.w": torch.ones(4, 4), "body.lora_A": torch.ones(2, 4), "classifier.weight": torch.ones(2, 4)}
     state = ckpt.gathered_trainable_state(ShardedTrainerStub(full), ["body.lora_A", "classifier.weight"])
     assert sorted(state) == ["body.lora_A", "classifier.weight"]  # the frozen body stays out
-    assert ckpt.gathered_trainable_state(ShardedTrainerStub(full, main=False), ["body.lora_A"]) is None
+    with pytest.MonkeyPatch.context() as patch:  # rank 1 of a distributed job gathers, writes nothing
+        patch.setenv("RANK", "1")
+        assert ckpt.gathered_trainable_state(ShardedTrainerStub(full), ["body.lora_A"]) is None
     with pytest.raises(RuntimeError, match="lacks trainable parameters"):
         ckpt.gathered_trainable_state(ShardedTrainerStub(full), ["body.lora_B"])
     with pytest.raises(RuntimeError, match="empty"):  # the ZeRO-3 failure: shards of size 0 saved as the adapter
@@ -130,15 +131,12 @@ def test_checkpoint_frequency_is_not_part_of_the_run_identity():
 def test_a_checkpoint_at_an_epoch_end_holds_that_epochs_evaluation(tmp_path, monkeypatch):
     """save_steps=4 with 8 steps per epoch: the step save at step 8 must wait for the epoch-end evaluation, or a run
     resumed from checkpoint-8 (at the epoch boundary) would have no evaluation of epoch 1 in its curve."""
-    from hydra import compose, initialize_config_dir
-
+    from lora_repro.config import compose
     from lora_repro.run import run
 
     monkeypatch.delenv("LORA_REPRO_DATA", raising=False)
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(config_name="config", overrides=[
-            "smoke=true", "data_source=local", "trainer.batch_size=4", "trainer.epochs=1", "trainer.save_steps=4",
-            "trainer.keep_checkpoints=true", f"output_root={tmp_path}"])
+    cfg = compose(["smoke=true", "data_source=local", "trainer.batch_size=4", "trainer.epochs=1",
+                   "trainer.save_steps=4", "trainer.keep_checkpoints=true", f"output_root={tmp_path}"])
     record = run(cfg)
     (kept,) = ckpt.checkpoint_dirs(Path(record["run_dir"]) / "checkpoints")
     assert kept.name == "checkpoint-8" and ckpt.verify_checkpoint(kept) is None

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from lora_repro.config import compose
 from lora_repro.run import resolved_config, run, run_dir_for, to_dict
 from lora_repro.tracking import wandb_group, wandb_run_id, wandb_settings
 
@@ -17,10 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def smoke_cfg(tmp_path: Path, *overrides: str) -> dict:
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(config_name="config", overrides=[
-            "smoke=true", "data_source=local", "trainer.max_steps=2", f"output_root={tmp_path / 'runs'}",
-            "table=2", *overrides])
+    cfg = compose(["smoke=true", "data_source=local", "trainer.max_steps=2", f"output_root={tmp_path / 'runs'}",
+                   "table=2", *overrides])
     return to_dict(cfg)
 
 

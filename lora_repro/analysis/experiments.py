@@ -485,9 +485,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> str | None:
     path.unlink(missing_ok=True)  # a stale file from an earlier analysis must not outlive its json
     if not arrays:
         return None
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with rs.atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy would append .npz to a name
+        np.savez_compressed(f, **arrays)
     return path.name
 
 

@@ -234,11 +234,36 @@ def _apply(variant: str):
     return apply
 
 
-for _variant in VARIANTS:
-    register_method(_variant)(_apply(_variant))
-
-
 def adapter_formula(d: int, r: int, n_adapters: int, n_layer_norms: int = 0) -> int:
     """Section 5.1: |Θ| = L_adpt (2 d r + r + d) + 2 L_LN d."""
     return n_adapters * (2 * d * r + r + d) + 2 * n_layer_norms * d
+
+
+def _formula(variant: str):
+    def formula(cfg: dict, d: int, n_layers: int) -> tuple[int, str]:
+        r, kept = cfg["bottleneck"], n_layers - cfg.get("drop_layers", 0)
+        per_block = len(PLACEMENTS[adapter_settings(cfg, variant)["placement"]])
+        n_ln = kept if variant == "adapter_l" else 0  # AdapterL's adapters have their own LayerNorm
+        expr = f"{per_block * kept}·(2·{d}·{r}+{r}+{d})" + (f" + 2·{n_ln}·{d}" if n_ln else "")
+        return adapter_formula(d, r, per_block * kept, n_ln), expr
+    return formula
+
+
+def _describe(variant: str):
+    def describe(cfg: dict) -> str:
+        extra = f", drop_layers={cfg['drop_layers']}" if cfg.get("drop_layers") else ""
+        placement = f", {cfg.get('placement', 'houlsby')}" if VARIANTS[variant] is None else ""
+        return f"r={cfg['bottleneck']}{placement}{extra}"
+    return describe
+
+
+def adapter_from_printed(printed: dict, cfg: dict) -> dict | None:
+    return {"bottleneck": printed["r"]} if "r" in printed else None
+
+
+for _variant in VARIANTS:
+    register_method(_variant, validate=lambda cfg: check_bottleneck(cfg.get("bottleneck")),
+                    formula=_formula(_variant), describe=_describe(_variant),
+                    size_knob=("bottleneck r", lambda cfg, v: {**cfg, "bottleneck": v}),
+                    from_printed=adapter_from_printed, recipe_keys={"bottleneck": "bottleneck"})(_apply(_variant))
 

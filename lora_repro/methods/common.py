@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from lora_repro.errors import MissingInputError, UserError
+from lora_repro.results import atomic_file, write_json_atomic
 
 WEIGHTS_FILE = "method.safetensors"
 CONFIG_FILE = "method_config.json"
@@ -64,12 +65,9 @@ def save_method_weights(model: nn.Module, directory: str | os.PathLike, method_c
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     meta = {"method": method_cfg, "base_model": base_model, "dtype": dtypes,
             "parameters": counts or parameter_counts(model), "keys": sorted(state)}
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, directory / CONFIG_FILE)
+    with atomic_file(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json_atomic(directory / CONFIG_FILE, meta)
     return directory
 
 

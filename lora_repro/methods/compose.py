@@ -32,12 +32,31 @@ def apply_composition(model: nn.Module, cfg: dict, family: Family) -> None:
     methods = [get_method(n) for n in names]  # unknown names fail before the model is touched
     trained: list[nn.Parameter] = []
     for sub, method in zip(subs, methods):
-        method(model, sub, family)
+        method.apply(model, sub, family)
         trained += [p for p in model.parameters() if p.requires_grad]
     keep = {id(p) for p in trained}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
 
 
+def composition_formula(cfg: dict, d: int, n_layers: int) -> tuple[int | None, str]:
+    """The sum of the parts' counts (None when a part has no formula)."""
+    parts = [get_method(sub["name"]).formula(sub, d, n_layers) for sub in cfg["methods"]]
+    if any(value is None for value, _ in parts):
+        return None, ""
+    return sum(value for value, _ in parts), " + ".join(expr for _, expr in parts)
+
+
+def describe_composition(cfg: dict) -> str:
+    return " + ".join(get_method(sub["name"]).describe(sub) for sub in cfg["methods"])
+
+
+def composition_from_printed(printed: dict, cfg: dict) -> dict | None:
+    """Each part's settings from the printed row, under the part's own key (``lora:``, ``prefix_embed:``)."""
+    parts = {sub["name"]: get_method(sub["name"]).from_printed(printed, sub) for sub in cfg.get("methods", [])}
+    return None if any(v is None for v in parts.values()) else parts
+
+
 for _name in COMPOSITIONS:
-    register_method(_name)(apply_composition)
+    register_method(_name, formula=composition_formula, describe=describe_composition,
+                    from_printed=composition_from_printed)(apply_composition)

@@ -16,7 +16,7 @@ from torch import nn
 
 from lora_repro.errors import UnsupportedError
 from lora_repro.methods import register_method
-from lora_repro.methods.lora import apply_lora, lora_layers
+from lora_repro.methods.lora import LORA_HOOKS, apply_lora, lora_formula, lora_layers
 from lora_repro.methods.lora_layer import LoRALinear
 from lora_repro.models.families import Family
 
@@ -90,7 +90,14 @@ class DoRALinear(LoRALinear):
         return f"r={self.r}, alpha={self.alpha}, merged={self.merged}, dora"
 
 
-@register_method("dora")
+def dora_formula(cfg: dict, d: int, n_layers: int) -> tuple[int, str]:
+    """LoRA's 2·L·d·r plus one magnitude per output of each adapted d x d weight (L·d)."""
+    lora, expr = lora_formula(cfg, d, n_layers)
+    n = n_layers * len(cfg["targets"])
+    return lora + n * d, f"{expr} + {n}·{d}"
+
+
+@register_method("dora", **{**LORA_HOOKS, "formula": dora_formula})
 def apply_dora(model: nn.Module, cfg: dict, family: Family) -> None:
     apply_lora(model, cfg, family)
     for name, layer in list(lora_layers(model)):

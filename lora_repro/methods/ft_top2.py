@@ -38,7 +38,7 @@ def block_submodule(model: nn.Module, block_name: str, pattern: str, what: str) 
     return hits[0]
 
 
-@register_method("ft_top2")
+@register_method("ft_top2", describe=lambda cfg: f"top {cfg.get('top_layers', 2)} blocks")
 def apply_ft_top2(model: nn.Module, cfg: dict, family: Family) -> None:
     blocks = transformer_blocks(model, family)
     top = cfg.get("top_layers", 2)

@@ -182,17 +182,53 @@ def lora_disabled(model: nn.Module):
                 layer.merge()
 
 
-@register_method("lora")
+BIASES = ("none", "all", "lora_only")  # loralib's options: the paper trains no biases ('none')
+PRINTED_RANKS = {"r_q": "q", "r_k": "k", "r_v": "v", "r_o": "o"}  # Tables 15/18's columns -> targets
+
+
+def validate_lora(cfg: dict) -> None:
+    """The settings that need no model: rank, alpha, bias (targets are checked against the model's family)."""
+    check_alpha(cfg.get("alpha", check_rank(cfg.get("r", 8))))
+    if cfg.get("bias", "none") not in BIASES:
+        raise UserError(f"method.bias must be one of {', '.join(BIASES)}; got {cfg.get('bias')!r}")
+
+
+def lora_formula(cfg: dict, d: int, n_layers: int) -> tuple[int, str]:
+    """Section 5.1: |Θ| = 2 × L_LoRA × d_model × r (L_LoRA: the number of adapted d x d weight matrices)."""
+    n = n_layers * len(cfg["targets"])
+    return 2 * n * d * cfg["r"], f"2·{n}·{d}·{cfg['r']}"
+
+
+def describe_lora(cfg: dict) -> str:
+    return f"r={cfg['r']} on {','.join(cfg['targets'])}"
+
+
+def lora_from_printed(printed: dict, cfg: dict) -> dict | None:
+    """r_q=r_v=8 -> r 8 on q, v (alpha = r, the paper's first choice). Different ranks per matrix are not one
+    LoRA setting."""
+    ranks = {m: printed[k] for k, m in PRINTED_RANKS.items() if k in printed}
+    if not ranks:
+        return None
+    if len(set(ranks.values())) > 1:
+        raise ValueError(f"ranks {ranks}: different ranks per matrix are not one LoRA setting")
+    r = max(ranks.values())
+    return {"r": r, "alpha": r, "targets": list(ranks)}
+
+
+LORA_HOOKS = dict(validate=validate_lora, formula=lora_formula, describe=describe_lora,
+                  size_knob=("rank r", lambda cfg, v: {**cfg, "r": v}), from_printed=lora_from_printed,
+                  recipe_keys={"r": "lora_r", "alpha": "lora_alpha", "targets": "lora_targets"})
+
+
+@register_method("lora", **LORA_HOOKS)
 def apply_lora(model: nn.Module, cfg: dict, family: Family) -> None:
     # every setting is checked before the model is touched (freeze would otherwise already have run)
+    validate_lora(cfg)
     targets = check_targets(cfg.get("targets", ["q", "v"]), family)
     r = check_rank(cfg.get("r", 8))
     alpha = check_alpha(cfg.get("alpha", r))
     check_not_applied(model, targets, family)
-    # loralib's bias='all' | 'lora_only' variants: the paper trains no biases ('none').
     bias = cfg.get("bias", "none")
-    if bias not in ("none", "all", "lora_only"):
-        raise UserError(f"lora.bias must be one of none, all, lora_only; got {bias!r}")
     freeze(model)
     inject_lora(model, targets, r=r, alpha=alpha, dropout=cfg.get("dropout", 0.0), init=cfg.get("init", "kaiming"),
                 init_std=cfg.get("init_std", 0.02), family=family)

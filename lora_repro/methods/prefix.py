@@ -127,6 +127,13 @@ class PrefixTokens(nn.Module):
         self._insertion: Insertion | None = None  # the current forward's (None: nothing inserted this step)
         self._prompt: tuple[torch.Tensor, torch.Tensor] | None = None  # prefix_at, infix_at of the last prompt pass
 
+    def check_input_room(self, max_input_len: int | None) -> None:
+        """Called by the training job before it trains, on any module that has this method."""
+        if max_input_len and max_input_len + self.n_special > self.n_ctx:
+            raise UserError(f"trainer.max_seq_len={max_input_len} + l_p + l_i = {self.n_special} special tokens "
+                            f"exceed the model's {self.n_ctx} positions: set trainer.max_seq_len <= "
+                            f"{self.n_ctx - self.n_special} or use fewer special tokens")
+
     def extra_repr(self) -> str:
         return f"l_p={self.n_prefix}, l_i={self.n_infix}, per_layer={self.per_layer}"
 
@@ -256,12 +263,10 @@ def _capture(store: dict, index: int):
 
 
 def check_input_room(model: nn.Module, max_input_len: int | None) -> None:
-    """Before training (lora_repro.run.prepare): the longest input plus the special tokens must fit the model."""
+    """The longest input plus the special tokens must fit the model (checked before training)."""
     for module in model.modules():
-        if isinstance(module, PrefixTokens) and max_input_len and max_input_len + module.n_special > module.n_ctx:
-            raise UserError(f"trainer.max_seq_len={max_input_len} + l_p + l_i = {module.n_special} special tokens "
-                             f"exceed the model's {module.n_ctx} positions: set trainer.max_seq_len <= "
-                             f"{module.n_ctx - module.n_special} or use fewer special tokens")
+        if isinstance(module, PrefixTokens):
+            module.check_input_room(max_input_len)
 
 
 def _check_lengths(cfg: dict, n_ctx: int) -> tuple[int, int]:
@@ -306,13 +311,31 @@ def add_prefix_tokens(model: nn.Module, family: Family, cfg: dict, per_layer: bo
     return tokens
 
 
-@register_method("prefix_embed")
+def _formula(per_layer: bool):
+    def formula(cfg: dict, d: int, n_layers: int) -> tuple[int, str]:
+        """PreEmbed: d_model × (l_p + l_i); PreLayer: L × d_model × (l_p + l_i)."""
+        n_tokens, layers = cfg["l_p"] + cfg["l_i"], n_layers if per_layer else 1
+        return layers * d * n_tokens, (f"{layers}·" if layers > 1 else "") + f"{d}·{n_tokens}"
+    return formula
+
+
+def prefix_from_printed(printed: dict, cfg: dict) -> dict | None:
+    found = {k: printed[k] for k in ("l_p", "l_i") if k in printed}
+    return found or None
+
+
+def _hooks(per_layer: bool) -> dict:
+    return dict(formula=_formula(per_layer), describe=lambda cfg: f"l_p={cfg['l_p']}, l_i={cfg['l_i']}",
+                size_knob=("l_p + l_i", lambda cfg, v: {**cfg, "l_p": v, "l_i": 0}), from_printed=prefix_from_printed)
+
+
+@register_method("prefix_embed", **_hooks(per_layer=False))
 def apply_prefix_embed(model: nn.Module, cfg: dict, family: Family) -> None:
     freeze(model)
     add_prefix_tokens(model, family, cfg, per_layer=False)
 
 
-@register_method("prefix_layer")
+@register_method("prefix_layer", **_hooks(per_layer=True))
 def apply_prefix_layer(model: nn.Module, cfg: dict, family: Family) -> None:
     freeze(model)
     add_prefix_tokens(model, family, cfg, per_layer=True)

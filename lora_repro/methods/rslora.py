@@ -12,11 +12,11 @@ import math
 from torch import nn
 
 from lora_repro.methods import register_method
-from lora_repro.methods.lora import apply_lora, lora_layers
+from lora_repro.methods.lora import LORA_HOOKS, apply_lora, lora_layers
 from lora_repro.models.families import Family
 
 
-@register_method("rslora")
+@register_method("rslora", **LORA_HOOKS)
 def apply_rslora(model: nn.Module, cfg: dict, family: Family) -> None:
     apply_lora(model, cfg, family)
     for _, layer in lora_layers(model):

@@ -22,16 +22,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-from omegaconf import OmegaConf
 
-from lora_repro.config import conf_dir
+from lora_repro.config import conf_dir, group_config
+from lora_repro.methods import get_method
 from lora_repro.report.paper import paper_rows
 
 DEFAULT_TABLES = (2, 3, 4, 15)
 GPT3_ARCHITECTURE = {"model_type": "gpt2", "n_layer": 96, "n_embd": 12288, "n_head": 96, "vocab_size": 50257,
                      "n_positions": 2048}
 CLASSIFIER_TABLES = (2,)  # GLUE: sequence classifiers; the other tables are causal LMs
-LORA_MATRICES = {"r_q": "q", "r_k": "k", "r_v": "v", "r_o": "o"}
 
 
 @dataclass
@@ -149,86 +148,38 @@ def _built_on_meta(model: str, classifier: bool):
 
 
 def method_config(name: str, overrides: dict | None = None) -> dict:
-    """conf/method/NAME.yaml with its defaults (compositions) resolved and ``overrides`` merged, as Hydra would."""
-    raw = yaml.safe_load((conf_dir() / "method" / f"{name}.yaml").read_text())
-    parts = {}
-    for entry in raw.pop("defaults", []):
-        if entry != "_self_":
-            option, _, key = entry.partition("@")
-            parts[key or option] = method_config(option)
-    merged = OmegaConf.merge({"method": parts}, {"method": raw}, {"method": overrides or {}})
-    return OmegaConf.to_container(merged, resolve=True)["method"]
+    """conf/method/NAME.yaml as Hydra composes it, ``overrides`` merged."""
+    return group_config("method", name, overrides)
 
 
-def _from_config(row: dict) -> dict:
-    """Method settings from a row's printed configuration (Tables 4 and 15: l_p/l_i, r_q/r_k/r_v/r_o, r)."""
-    config, method = row.get("config") or {}, row["method"]
-    ranks = {m: config[k] for k, m in LORA_MATRICES.items() if k in config}
-    if len(set(ranks.values())) > 1:
-        raise ValueError(f"table {row['table']} row {row['label']!r}: different ranks per matrix are not one LoRA "
-                         "setting")
-    lora = {"r": max(ranks.values()), "alpha": max(ranks.values()), "targets": list(ranks)} if ranks else {}
-    prefix = {k: config[k] for k in ("l_p", "l_i") if k in config}
-    if method in ("full_ft", "bitfit", "ft_top2"):
-        return {}
-    if method == "lora" and lora:
-        return lora
-    if method in ("prefix_embed", "prefix_layer") and prefix:
-        return prefix
-    if method.startswith("adapter_") and "r" in config:
-        return {"bottleneck": config["r"]}
-    if method in ("lora_pe", "lora_pl") and lora and prefix:
-        return {"lora": lora, "prefix_embed" if method == "lora_pe" else "prefix_layer": prefix}
-    raise KeyError(f"no parameter-count setting for table {row['table']} row {row['label']!r} ({row['model']}, "
-                   f"{method}, variant {row.get('variant')!r}): add one to SETTINGS in {__file__}")
+def _from_config(row: dict, cfg: dict) -> dict:
+    """Method settings from a row's printed configuration (Tables 4 and 15: l_p/l_i, r_q/r_k/r_v/r_o, r), read by
+    the method itself (lora_repro.methods.Method.from_printed)."""
+    try:
+        settings = get_method(row["method"]).from_printed(row.get("config") or {}, cfg)
+    except ValueError as error:
+        raise ValueError(f"table {row['table']} row {row['label']!r}: {error}") from None
+    if settings is None:
+        raise KeyError(f"no parameter-count setting for table {row['table']} row {row['label']!r} ({row['model']}, "
+                       f"{row['method']}, variant {row.get('variant')!r}): add one to SETTINGS in {__file__}")
+    return settings
 
 
 def row_setting(row: dict) -> Setting:
     """The settings for one printed row: SETTINGS' overrides, else the row's own ``config``; notes from both."""
     key = (row["table"], row["model"], row["method"], row.get("variant"))
     setting = SETTINGS.get(key, Setting())
-    overrides = setting.overrides if setting.overrides is not None else _from_config(row)
+    overrides = (setting.overrides if setting.overrides is not None else
+                 _from_config(row, method_config(row["method"])))
     note = " ".join(n for n in (setting.note, METHOD_NOTES.get((row["table"], row["method"]), "")) if n)
     return Setting(overrides, note)
 
 
 # ------------------------------------------------------------------------------------------------ formulas (§5.1)
-def lora_formula(d: int, r: int, n_matrices: int) -> int:
-    """|Θ| = 2 × L_LoRA × d_model × r (L_LoRA: the number of adapted d x d weight matrices)."""
-    return 2 * n_matrices * d * r
-
-
-def adapter_formula(d: int, r: int, n_adapters: int, n_layer_norms: int = 0) -> int:
-    """|Θ| = L_Adpt × (2 × d_model × r + r + d_model) + 2 × L_LN × d_model."""
-    return n_adapters * (2 * d * r + r + d) + 2 * n_layer_norms * d
-
-
-def prefix_formula(d: int, n_tokens: int, n_layers: int = 1) -> int:
-    """PreEmbed: d_model × (l_p + l_i); PreLayer: L × d_model × (l_p + l_i)."""
-    return n_layers * d * n_tokens
-
-
 def formula(method: str, cfg: dict, d: int, n_layers: int) -> tuple[int | None, str]:
-    """The closed-form count of a method setting and the expression it came from (None: no §5.1 formula)."""
-    if method == "lora":
-        n = n_layers * len(cfg["targets"])
-        return lora_formula(d, cfg["r"], n), f"2·{n}·{d}·{cfg['r']}"
-    if method.startswith("adapter_"):
-        r, kept = cfg["bottleneck"], n_layers - cfg.get("drop_layers", 0)
-        per_block = 1 if method in ("adapter_l", "adapter_p") or cfg.get("placement") == "pfeiffer" else 2
-        n_ln = kept if method == "adapter_l" else 0
-        expr = f"{per_block * kept}·(2·{d}·{r}+{r}+{d})" + (f" + 2·{n_ln}·{d}" if n_ln else "")
-        return adapter_formula(d, r, per_block * kept, n_ln), expr
-    if method in ("prefix_embed", "prefix_layer"):
-        n_tokens = cfg["l_p"] + cfg["l_i"]
-        layers = n_layers if method == "prefix_layer" else 1
-        return prefix_formula(d, n_tokens, layers), (f"{layers}·" if layers > 1 else "") + f"{d}·{n_tokens}"
-    if method in ("lora_pe", "lora_pl", "compose"):
-        parts = [formula(sub["name"], sub, d, n_layers) for sub in cfg["methods"]]
-        if any(value is None for value, _ in parts):
-            return None, ""
-        return sum(value for value, _ in parts), " + ".join(expr for _, expr in parts)
-    return None, ""
+    """The closed-form count of a method setting and the expression it came from (None: no §5.1 formula): each
+    method module states its own (lora_repro.methods.Method.formula)."""
+    return get_method(method).formula(cfg, d, n_layers)
 
 
 # ------------------------------------------------------------------------------------------------ printed values
@@ -266,15 +217,10 @@ def fmt(count: int | None) -> str:
 def settings_that_print(method: str, cfg: dict, printed: str, d: int, n_layers: int) -> list[int]:
     """The integer values of the row's size knob (bottleneck, rank or number of special tokens) whose formula
     count prints as ``printed``."""
-    if method.startswith("adapter_"):
-        knob, make = "r", lambda v: {**cfg, "bottleneck": v}
-    elif method == "lora":
-        knob, make = "r", lambda v: {**cfg, "r": v}
-    elif method in ("prefix_embed", "prefix_layer"):
-        knob, make = "l", lambda v: {**cfg, "l_p": v, "l_i": 0}
-    else:
+    knob = get_method(method).size_knob
+    if knob is None:
         return []
-    return [v for v in range(1, 4097) if prints_as(formula(method, make(v), d, n_layers)[0], printed)]
+    return [v for v in range(1, 4097) if prints_as(formula(method, knob[1](cfg, v), d, n_layers)[0], printed)]
 
 
 # ------------------------------------------------------------------------------------------------ counting
@@ -290,7 +236,8 @@ def count_row(row: dict) -> dict:
     d, n_layers = model.config.hidden_size, model.config.num_hidden_layers
     apply_method(model, cfg)
     counts = parameter_counts(model)
-    ours = counts["trainable"] if row["method"] == "full_ft" else counts["trainable_without_head"]
+    # a method that trains the whole model is counted whole (the paper prints the model's size for it)
+    ours = counts["trainable"] if counts["trainable"] == counts["total"] else counts["trainable_without_head"]
     value, expr = formula(row["method"], cfg, d, n_layers)
     printed = row.get("trainable_params")
     notes = [setting.note] if setting.note else []
@@ -304,12 +251,12 @@ def count_row(row: dict) -> dict:
     elif match(reference, printed) == "differs" and value is not None:
         fits = settings_that_print(row["method"], cfg, printed, d, n_layers)
         notes.append(f"The formula gives {value / 1e6:,.2f}M, not the printed {printed}"
-                     + (f"; {_knob(row['method'])} {_ranges(fits)} would print it." if fits else
+                     + (f"; {get_method(row['method']).size_knob[0]} {_ranges(fits)} would print it." if fits else
                         "; no integer setting of this method prints it."))
     elif match(reference, printed) == "differs":
         notes.append(f"Ours prints as {ours / unit:,.{decimals}f}{'M' if unit == 1e6 else 'B'}, not {printed}.")
     return {"table": row["table"], "row": _row_label(row), "model": row["model"], "method": row["method"],
-            "variant": row.get("variant"), "setting": _describe(row["method"], cfg), "printed": printed,
+            "variant": row.get("variant"), "setting": get_method(row["method"]).describe(cfg), "printed": printed,
             "ours": ours, "head": counts["trainable_head"] if classifier else None, "formula": value,
             "formula_expr": expr, "ours_match": match(ours, printed), "formula_match": match(value, printed),
             "ours_prints_as_printed": prints_as(ours, printed), "formula_prints_as_printed": prints_as(value, printed),
@@ -330,10 +277,6 @@ def _row_label(row: dict) -> str:
     return label if not variant or variant in label else f"{label} [{variant}]"
 
 
-def _knob(method: str) -> str:
-    return {"lora": "rank r", "prefix_embed": "l_p + l_i", "prefix_layer": "l_p + l_i"}.get(method, "bottleneck r")
-
-
 def _ranges(values: list[int]) -> str:
     runs, start = [], values[0]
     for prev, cur in zip(values, values[1:] + [None]):
@@ -341,22 +284,6 @@ def _ranges(values: list[int]) -> str:
             runs.append(f"{start}" if start == prev else f"{start}–{prev}")
             start = cur
     return ", ".join(runs)
-
-
-def _describe(method: str, cfg: dict) -> str:
-    if method == "lora":
-        return f"r={cfg['r']} on {','.join(cfg['targets'])}"
-    if method.startswith("adapter_"):
-        extra = f", drop_layers={cfg['drop_layers']}" if cfg.get("drop_layers") else ""
-        placement = f", {cfg['placement']}" if method == "adapter_d" else ""
-        return f"r={cfg['bottleneck']}{placement}{extra}"
-    if method in ("prefix_embed", "prefix_layer"):
-        return f"l_p={cfg['l_p']}, l_i={cfg['l_i']}"
-    if method in ("lora_pe", "lora_pl"):
-        return " + ".join(_describe(sub["name"], sub) for sub in cfg["methods"])
-    if method == "ft_top2":
-        return f"top {cfg.get('top_layers', 2)} blocks"
-    return ""
 
 
 def count_tables(tables: tuple[int, ...] = DEFAULT_TABLES) -> pd.DataFrame:

@@ -89,13 +89,23 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "trainable_params": (r.get("parameters") or {}).get("trainable_without_head"),
             "head_params": (r.get("parameters") or {}).get("trainable_head"), "eval_examples": _eval_examples(r),
             "error": r.get("error"), "run_dir": r.get("run_dir"),
+            "train_examples": ((r.get("data") or {}).get("n_examples") or {}).get("train"),
+            "method_settings": _method_settings(cfg),
         })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 RUN_COLUMNS = ["experiment", "table", "model", "stand_in_for", "task", "method", "label", "config_id", "setting_id",
                "seed", "status", "smoke", "metric", "best", "best_epoch", "last", "trainable_params", "head_params",
-               "eval_examples", "error", "run_dir"]
+               "eval_examples", "error", "run_dir", "train_examples", "method_settings"]
+
+
+def _method_settings(cfg: dict) -> str | None:
+    """The run's method settings without its name (r, alpha, targets, l_p, ...) as sorted JSON: what a claim that
+    varies one setting (rank, targets, special tokens) reads its x from. None when the record has no config."""
+    method = dict((cfg or {}).get("method") or {})
+    method.pop("name", None)
+    return json.dumps(method, sort_keys=True, default=str) if method else None
 
 
 def read_runs_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -176,7 +186,10 @@ def summary_frame(runs: pd.DataFrame) -> pd.DataFrame:
             n_seeds=int(group.seed.nunique()), n_expected=protocol["n_seeds"], seeds=_seed_list(group.seed),
             seed_values=json.dumps({str(s): float(v) for s, v in zip(group.seed, best)}),
             trainable_params=group.trainable_params.max(),
-            eval_examples=group.eval_examples.max() if "eval_examples" in group else None)
+            eval_examples=group.eval_examples.max() if "eval_examples" in group else None,
+            train_examples=group.train_examples.max() if "train_examples" in group else None,
+            method_settings=group.method_settings.dropna().iloc[0]
+            if "method_settings" in group and group.method_settings.notna().any() else None)
         row["at_baseline"] = at_constant_baseline(row["task"], row["metric"], value, row["eval_examples"])
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -242,10 +255,20 @@ def pivot_markdown(summary: pd.DataFrame) -> str:
     return table.to_markdown(index=False) + "\n"
 
 
+def paired_differences(a: dict, b: dict) -> tuple[list, list[float]]:
+    """The keys (seeds) both A and B have, sorted, and A - B on each: the pairing every reading and claim uses."""
+    shared = sorted(set(a) & set(b))
+    return shared, [a[s] - b[s] for s in shared]
+
+
+def seed_values(row) -> dict[str, float]:
+    """A summary row's per-seed best scores, {seed (str): value}."""
+    return {str(k): float(v) for k, v in json.loads(row.seed_values).items()}
+
+
 def read_pair(a: dict, b: dict, gap: float, degenerate: bool) -> dict:
     """The readings of A vs B from their per-seed best scores ({seed: value}) and the gap of their aggregates."""
-    shared = sorted(set(a) & set(b))
-    diffs = [a[s] - b[s] for s in shared]
+    shared, diffs = paired_differences(a, b)
     n = len(shared)
     k = sum(abs(d) <= WITHIN for d in diffs)
     out = {"n_paired": n, "paired_within": f"{k} of {n}" if n else "no shared seeds"}
@@ -285,9 +308,7 @@ def comparisons(summary: pd.DataFrame, method: str = "lora", baselines: list[str
             for b in others.itertuples():
                 gap = a.best_agg - b.best_agg
                 paper_gap = a.paper - b.paper if pd.notna(a.paper) and pd.notna(b.paper) else None
-                reading = read_pair({str(k): v for k, v in json.loads(a.seed_values).items()},
-                                    {str(k): v for k, v in json.loads(b.seed_values).items()}, gap,
-                                    bool(a.at_baseline and b.at_baseline))
+                reading = read_pair(seed_values(a), seed_values(b), gap, bool(a.at_baseline and b.at_baseline))
                 order = reading["order"].replace("A ahead", f"{a.row} ahead").replace("B ahead", f"{b.row} ahead")
                 rows.append({"model": model, "task": task, "metric": a.metric, "A": a.row, "B": b.row,
                              "A value": round(a.best_agg, 2), "B value": round(b.best_agg, 2),
@@ -361,10 +382,9 @@ def write_report(paths: list[str], out: str | os.PathLike, title: str | None = N
     if missing:
         parts += ["\n## Missing or failed runs\n", missing]
     text = "\n".join(parts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    summary.to_csv(out.with_suffix(".csv"), index=False)
-    runs.to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
+    rs.write_text_atomic(out.with_suffix(".md"), text)
+    rs.write_text_atomic(out.with_suffix(".csv"), summary.to_csv(index=False))
+    rs.write_text_atomic(out.with_name(out.stem + "_runs.csv"), runs.to_csv(index=False))
     return text
 
 

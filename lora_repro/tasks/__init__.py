@@ -46,10 +46,18 @@ class TaskSpec:
     family: str = ""
     description: str = ""
     extra: dict = field(default_factory=dict)
+    # "module:function" that gives the training loop this task's TrainingPlan (lora_repro.training); imported only
+    # when a job trains, so reading the registry stays light
+    plan: str = "lora_repro.tasks.classification:training_plan"
 
     @property
     def primary_metric(self) -> str:
         return self.metrics[0]
+
+    @property
+    def training_plan(self) -> Callable:
+        module, _, name = self.plan.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

@@ -123,7 +123,7 @@ def _register(name: str, metrics: tuple[str, ...], eval_splits: tuple[str, ...],
         name=name, kind="generation", text_fields=("context", "target"), metrics=metrics, train_split="train",
         eval_splits=eval_splits, load=load, score=score, family="nlg", description=description,
         # loss is logged on every eval split; decoding (slow) runs on decode_splits only
-        extra={"decode_splits": decode_splits}))
+        extra={"decode_splits": decode_splits}, plan="lora_repro.generation:training_plan"))
 
 
 _register("e2e", ("bleu", "nist", "meteor", "rouge_l", "cider"), ("validation", "test"), ("test",),
