@@ -1,8 +1,13 @@
 """python -m lora_repro.report RUNS [RUNS ...] --out results/NAME [--title ...] [--notes FILE]
+python -m lora_repro.report claims RUNS [RUNS ...] --out results/claims
 
 RUNS: run folders (searched recursively for results.json) or NAME_runs.csv files written by an earlier report.
 Writes NAME.md (table beside the paper's numbers, with the readings), NAME.csv (one row per setting) and
-NAME_runs.csv (every run, with failures). With no run under RUNS it writes nothing and exits 2."""
+NAME_runs.csv (every run, with failures). With no run under RUNS it writes nothing and exits 2.
+
+`claims` writes the claims ledger, NAME.md and NAME.csv (one row per claim of the paper, with a computed verdict):
+RUNS there are run folders, *_runs.csv files, Section 7 analysis folders and benchmark JSONs, or folders holding
+them (e.g. results/); with no evidence at all every row says "not run here"."""
 import argparse
 import shlex
 import sys
@@ -11,8 +16,36 @@ from pathlib import Path
 from lora_repro.report.table import NoResults, report_paths, write_report
 
 
+def claims_main(argv) -> None:
+    from lora_repro.report.claims import claims_paths, write_claims, verdict_kind
+
+    parser = argparse.ArgumentParser(prog="python -m lora_repro.report claims",
+                                     description="The claims ledger: one row per claim of the paper, with a verdict "
+                                                 "computed from the evidence under RUNS (lora_repro/report/claims.yaml).")
+    parser.add_argument("paths", nargs="*", help="run folders, *_runs.csv, analysis folders, benchmark JSONs, or "
+                                                 "folders holding them (e.g. results/)")
+    parser.add_argument("--out", required=True, help="output path without suffix, e.g. results/claims")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        parser.error(f"no such file or folder: {', '.join(missing)}")
+    command = shlex.join(["python", "-m", "lora_repro.report", "claims", *args.paths, "--out", args.out])
+    frame = write_claims(args.paths, args.out, command=command)
+    for row in frame.itertuples():
+        print(f"{row.id}: {row.verdict}")
+    counts = frame.verdict.map(verdict_kind).value_counts()
+    print("verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for path in claims_paths(args.out):
+        print(f"wrote {path}")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lora_repro.report", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "claims":
+        claims_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(prog="python -m lora_repro.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="run folders (searched recursively for results.json) or *_runs.csv")
     parser.add_argument("--out", required=True, help="output path without suffix, e.g. results/table2_standin")
     parser.add_argument("--title", default=None)
