@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 
@@ -34,15 +33,8 @@ CPU_NOTE = "A CPU benchmark by design (the quickstart's machine): no GPU was ava
 
 def quickstart_config(task: str, precision: str, smoke: bool, train_examples: int) -> dict:
     """The quickstart experiment's resolved settings for one job (conf/experiment/quickstart.yaml)."""
-    from hydra import compose, initialize_config_dir
-    from lora_repro.run import apply_recipe, to_dict
-
-    overrides = ["+experiment=quickstart", f"task={task}", "method=lora", f"trainer.precision={precision}",
-                 f"smoke={str(smoke).lower()}", f"task.max_train_examples={train_examples}"]
-    with initialize_config_dir(config_dir=str(bc.REPO / "conf"), version_base="1.3"):
-        cfg = to_dict(compose(config_name="config", overrides=overrides))
-    cfg.pop("hydra", None)
-    return apply_recipe(cfg)
+    return bc.compose_config(["+experiment=quickstart", f"task={task}", "method=lora", f"trainer.precision={precision}",
+                              f"smoke={str(smoke).lower()}", f"task.max_train_examples={train_examples}"])
 
 
 def peft_model(cfg: dict, suite_model, source, smoke: bool, num_labels: int):
@@ -63,38 +55,10 @@ def peft_model(cfg: dict, suite_model, source, smoke: bool, num_labels: int):
 
 
 def training_args(cfg: dict, steps: int, output_dir: str):
-    from transformers import TrainingArguments
-
-    t = cfg["trainer"]
-    return TrainingArguments(
-        output_dir=output_dir, seed=cfg["seed"], data_seed=cfg["seed"], learning_rate=t["lr"],
-        per_device_train_batch_size=t["batch_size"], max_steps=steps,
-        warmup_steps=t.get("warmup_steps") or t.get("warmup_ratio") or 0.0, weight_decay=t.get("weight_decay", 0.0),
-        lr_scheduler_type=t.get("lr_scheduler", "linear"), max_grad_norm=t.get("grad_clip", 1.0),
-        bf16=t.get("precision") == "bf16", eval_strategy="no", save_strategy="no", logging_strategy="no",
-        report_to=[], disable_tqdm=True, dataloader_num_workers=t.get("num_workers", 0), use_cpu=True)
+    return bc.plain_training_arguments(cfg, steps, output_dir)
 
 
-def step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Seconds between consecutive step ends (the first from the first step's start)."""
-
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-            self.last: float | None = None
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            if self.last is None:
-                self.last = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
-            self.seconds.append(now - self.last)
-            self.last = now
-
-    return StepTimer()
+step_timer = bc.step_timer  # seconds between consecutive step ends (benchmarks/common.py)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -118,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import DataCollatorWithPadding, Trainer
 
-    from lora_repro.methods.common import parameter_counts
-    from lora_repro.run import prepare, tokenize
+    from lora_repro.run import prepare
+    from lora_repro.tasks.classification import tokenize
 
     cfg = quickstart_config(args.task, args.precision, preset["smoke"], preset["train_examples"])
     torch.manual_seed(cfg["seed"])

@@ -6,6 +6,7 @@ each per round, rotating who goes first), after warm-up, synchronising the GPU a
 median with its inter-quartile range and the overhead over the base model beside the paper's.
 
     python -m benchmarks.table1_latency --size full --device cuda     # the paper's grid (GPU)
+    python -m benchmarks.table1_latency --size gpu --time-limit 110   # the same grid, as benchmarks/gpu.sh runs it
     python -m benchmarks.table1_latency --size small --device cpu --threads 1   # the committed CPU report
 
 Weights are random (built from conf/model/gpt2-medium.yaml's architecture): latency does not depend on them.
@@ -18,9 +19,7 @@ import sys
 from typing import Callable
 
 import torch
-import yaml
 from torch import nn
-import torch.nn.functional as F
 
 from benchmarks import common as bc
 
@@ -34,65 +33,26 @@ PRESETS = {
               # the grid's seq lengths / 8; cheaper points get more trials (a shared CPU is noisy)
               "points": ((32, 64), (16, 32), (1, 16)), "trials": (30, 60, 300), "warmup": 2},
     "full": {"overrides": {}, "points": tuple((b, s) for _, b, s, _ in PAPER_POINTS), "trials": 100, "warmup": 10},
+    # benchmarks/gpu.sh: the paper's grid and model; the 32 x 512 point costs most per call, so it gets fewer trials
+    "gpu": {"overrides": {}, "points": tuple((b, s) for _, b, s, _ in PAPER_POINTS), "trials": (40, 100, 100),
+            "warmup": 5},
 }
 VARIANTS = ("base", "lora_merged", "lora_merged_wrapped", "lora_unmerged", "adapter_l", "adapter_h")
 PAPER_METHOD = {"base": "lora", "lora_merged": "lora", "lora_merged_wrapped": "lora", "adapter_l": "adapter_l",
                 "adapter_h": "adapter_h"}
-LOCAL_ADAPTER_NOTE = ("AdapterL/AdapterH here are a LOCAL STAND-IN (benchmarks/table1_latency.py, _LocalBottleneck): "
-                      "lora_repro.methods.adapters was not available when this ran.")
-
-
 # ---------------------------------------------------------------- adapters
 
-class _LocalBottleneck(nn.Module):
-    """LOCAL STAND-IN for the suite's adapters, used only when lora_repro.methods has no adapter_l/adapter_h:
-    h = f(x); h + up(gelu(down(LN?(h)))), up initialised to zero (Houlsby et al. 2019; Lin et al. 2020 add the LN)."""
-
-    def __init__(self, base: nn.Module, width: int, bottleneck: int, layer_norm: bool):
-        super().__init__()
-        self.base = base
-        self.norm = nn.LayerNorm(width) if layer_norm else nn.Identity()
-        self.down, self.up = nn.Linear(width, bottleneck), nn.Linear(bottleneck, width)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.base(x)
-        return h + self.up(F.gelu(self.down(self.norm(h))))
-
-
-def _apply_local_adapter(model: nn.Module, kind: str, bottleneck: int) -> None:
-    """AdapterH: after the attention output and after the MLP of every block; AdapterL: after the MLP, with a LN."""
-    from lora_repro.methods.common import freeze
-
-    freeze(model)
-    width = model.config.n_embd
-    for block in model.transformer.h:
-        if kind == "adapter_h":
-            block.attn.c_proj = _LocalBottleneck(block.attn.c_proj, width, bottleneck, layer_norm=False)
-        block.mlp.c_proj = _LocalBottleneck(block.mlp.c_proj, width, bottleneck, layer_norm=kind == "adapter_l")
-
-
-def suite_has_adapters() -> bool:
-    from lora_repro.methods import method_names
-
-    return {"adapter_l", "adapter_h"} <= set(method_names())
-
-
 def method_config(name: str, **settings) -> dict:
-    """conf/method/NAME.yaml (when there is one) with ``settings`` on top."""
-    path = bc.REPO / "conf" / "method" / f"{name}.yaml"
-    cfg = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return {**(cfg or {}), "name": name, **settings}
+    """conf/method/NAME.yaml as Hydra composes it, with ``settings`` on top."""
+    from lora_repro.config import group_config
+
+    return group_config("method", name, settings)
 
 
-def apply_adapter(model: nn.Module, kind: str, bottleneck: int, use_suite: bool) -> None:
-    if use_suite:
-        from lora_repro.methods import apply_method
+def apply_adapter(model: nn.Module, kind: str, bottleneck: int) -> None:
+    from lora_repro.methods import apply_method
 
-        apply_method(model, method_config(kind, bottleneck=bottleneck))
-    else:
-        _apply_local_adapter(model, kind, bottleneck)
+    apply_method(model, method_config(kind, bottleneck=bottleneck))
 
 
 def adapter_params(model: nn.Module) -> int:
@@ -101,14 +61,14 @@ def adapter_params(model: nn.Module) -> int:
     return parameter_counts(model)["trainable_without_head"]
 
 
-def bottleneck_for(target: float, kind: str, overrides: dict, use_suite: bool) -> int:
+def bottleneck_for(target: float, kind: str, overrides: dict) -> int:
     """The bottleneck whose adapters hold ``target`` parameters: adapter parameters grow linearly with it, so two
     one-block probes (bottleneck 1 and 2) give the line, whatever the implementation's biases and norms."""
     probe_overrides = {**overrides, "n_layer": 1, "vocab_size": 64}
     counts = []
     for b in (1, 2):
         probe = bc.build_causal_lm("gpt2-medium", probe_overrides)
-        apply_adapter(probe, kind, b, use_suite)
+        apply_adapter(probe, kind, b)
         counts.append(adapter_params(probe))
     slope, intercept = counts[1] - counts[0], 2 * counts[0] - counts[1]
     n_layer = overrides.get("n_layer", bc.model_architecture("gpt2-medium")["n_layer"])
@@ -122,7 +82,7 @@ def lora_config() -> dict:
     return method_config("lora", r=4, alpha=32, targets=["qkv"], dropout=0.0)
 
 
-def build_variants(base: nn.Module, point_index: int, overrides: dict, use_suite_adapters: bool,
+def build_variants(base: nn.Module, point_index: int, overrides: dict,
                    seed: int) -> tuple[dict[str, nn.Module], dict]:
     from lora_repro.methods import apply_method
     from lora_repro.methods.lora import lora_layers, merge_and_unload, merge_lora
@@ -143,9 +103,9 @@ def build_variants(base: nn.Module, point_index: int, overrides: dict, use_suite
     target = PAPER_POINTS[point_index][3] * body / PAPER_BODY
     info = {"lora_params": adapter_params(unmerged), "adapter_target_params": target}
     for kind in ("adapter_l", "adapter_h"):
-        b = bottleneck_for(target, kind, overrides, use_suite_adapters)
+        b = bottleneck_for(target, kind, overrides)
         model = bc.clone(base)
-        apply_adapter(model, kind, b, use_suite_adapters)
+        apply_adapter(model, kind, b)
         models[kind] = model
         info[f"{kind}_bottleneck"], info[f"{kind}_params"] = b, adapter_params(model)
     return models, info
@@ -173,23 +133,24 @@ def paper_numbers(variant: str, task: str) -> tuple[float | None, float | None]:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = bc.base_parser(__doc__.splitlines()[0])
+    parser = bc.base_parser(__doc__.splitlines()[0], sizes=tuple(PRESETS))
     parser.add_argument("--precision", choices=list(bc.PRECISIONS), default="fp32",
                         help="fp32 (default, the paper's setting as far as it says) or autocast bf16/fp16")
     args = parser.parse_args(argv)
+    load_before = bc.load_average()
+    box = bc.TimeBox(args.time_limit)
     device = bc.setup(args)
     preset = PRESETS[args.size]
     trials = bc.positive(args.trials, "--trials") or preset["trials"]
     per_point = trials if isinstance(trials, tuple) else (trials,) * len(preset["points"])
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
     overrides = preset["overrides"]
-    use_suite = suite_has_adapters()
     base = bc.build_causal_lm("gpt2-medium", overrides, seed=args.seed).eval()
     vocab = base.config.vocab_size
     rows, raw, table = [], [], []
     for index, (batch, seq) in enumerate(preset["points"]):
         task = PAPER_POINTS[index][0]
-        models, info = build_variants(base, index, overrides, use_suite, args.seed)
+        models, info = build_variants(base, index, overrides, args.seed)
         torch.manual_seed(args.seed + index)
         input_ids = torch.randint(0, vocab, (batch, seq), device=device)
         for model in models.values():
@@ -198,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
             diff = (models["lora_merged"](input_ids=input_ids[:1]).logits
                     - models["lora_unmerged"](input_ids=input_ids[:1]).logits).abs().max().item()
         times = bc.time_interleaved({v: forward_fn(models[v], input_ids, device, args.precision) for v in VARIANTS},
-                                    per_point[index], warmup, device)
+                                    per_point[index], warmup, device,
+                                    deadline=box.share(len(preset["points"]) - index))
+        box.record(f"{batch} x {seq}", min(map(len, times.values())), per_point[index])
         stats = {v: bc.summarize(t) for v, t in times.items()}
         base_ms, base_min = stats["base"]["median_ms"], stats["base"]["min_ms"]
         point = {"batch": batch, "seq_len": seq, "paper_point": task, **info, "merged_vs_unmerged_max_abs_diff": diff}
@@ -224,9 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
         del models
     settings = {"size": args.size, "model": "gpt2-medium" + (f" shrunk {overrides}" if overrides else ""),
                 "precision": args.precision, "trials": list(per_point), "warmup": warmup,
+                "time_limit_s": args.time_limit,
                 "grid": [f"{b}x{s}" for b, s in preset["points"]], "threads": torch.get_num_threads(),
                 "lora": "r=4 alpha=32 on c_attn (q|k|v)",
-                "adapters": "lora_repro.methods (adapter_l, adapter_h)" if use_suite else "LOCAL STAND-IN"}
+                "adapters": "lora_repro.methods (adapter_l, adapter_h)"}
     notes = ["Overhead = median latency / base median - 1. The paper's 'Fine-Tune/LoRA' row is both the base model and "
              "merged LoRA (0% by construction); unmerged LoRA has no paper row. lora_merged is "
              "lora_repro.methods.lora.merge_and_unload (plain modules holding W0 + BA: the deployment form); "
@@ -236,18 +200,18 @@ def main(argv: list[str] | None = None) -> dict:
              "Compare an overhead with the base's IQR/median before reading much into a small one; 'overhead (min)' "
              "compares the fastest calls, which other processes disturbed least.",
              "merged_vs_unmerged_max_abs_diff (JSON) checks that merging kept the function."]
-    if args.size != "full":
+    if box.note():
+        notes.append(box.note())
+    if args.size not in ("full", "gpu"):
         notes.append("Reduced size: the model, sequence lengths and |Θ| are scaled down; 'paper ms' is the paper's "
                      "number at the grid point of the same rank, shown for the shape (largest overhead at batch 1), "
                      "not for a like-for-like comparison.")
-    if not use_suite:
-        notes.append(LOCAL_ADAPTER_NOTE)
     stem = bc.report_stem(BENCHMARK, device, args.size, args.name)
     paths = bc.write_report(args.out, stem, benchmark=BENCHMARK, device=device,
                             title="Table 1: forward latency, base vs LoRA vs adapters (GPT-2 medium architecture)",
                             command=bc.command_line("benchmarks.table1_latency", argv), settings=settings,
                             results={"rows": rows, "raw": raw}, sections=[("Latency", bc.markdown_table(table))],
-                            notes=notes)
+                            notes=notes, load_before=load_before)
     print(paths["markdown"].read_text())
     return {"rows": rows, "paths": paths}
 

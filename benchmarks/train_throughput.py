@@ -2,6 +2,7 @@
 the fast path) vs peft's LoRA, on the same model, batch, targets and optimizer, timed side by side in one run.
 
     python -m benchmarks.train_throughput --size full --device cuda   # GPT-2 medium and large, batch 8 and 1, seq 512
+    python -m benchmarks.train_throughput --size gpu --time-limit 120 [--compile --models gpt2-medium --points 8x512]
     python -m benchmarks.train_throughput --size small --device cpu --threads 1 [--precision bf16]   # CPU reports
 
 A step is forward (causal-LM loss on random tokens), backward, AdamW step, zero_grad. LoRA is r=4, alpha=32 on the
@@ -35,6 +36,9 @@ PRESETS = {
     "small": {"models": (("gpt2-medium", SMALL),), "points": ((8, 64), (1, 64)), "trials": 15, "warmup": 2},
     "full": {"models": (("gpt2-medium", {}), ("gpt2-large", {})), "points": ((8, 512), (1, 512)), "trials": 50,
              "warmup": 10},
+    # benchmarks/gpu.sh: the full shapes with fewer trials (its 8 minutes also hold Table 1 and the compiled run)
+    "gpu": {"models": (("gpt2-medium", {}), ("gpt2-large", {})), "points": ((8, 512), (1, 512)), "trials": 30,
+            "warmup": 5},
 }
 VARIANTS = ("full_ft", "lora", "lora_fast", "peft_lora")
 LORA = {"r": 4, "alpha": 32}
@@ -85,7 +89,7 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
 
 
 def measure_point(base: nn.Module, variants: list[str], batch: int, seq: int, device: torch.device, precision: str,
-                  trials: int, warmup: int, compile_models: bool, seed: int) -> list[dict]:
+                  trials: int, warmup: int, compile_models: bool, seed: int, deadline: float | None = None) -> list[dict]:
     torch.manual_seed(seed)
     input_ids = torch.randint(0, base.config.vocab_size, (batch, seq), device=device)
     models, optimizers, steps = {}, {}, {}
@@ -95,7 +99,11 @@ def measure_point(base: nn.Module, variants: list[str], batch: int, seq: int, de
             model = torch.compile(model)
         models[variant], optimizers[variant] = model, make_optimizer(model, device)
         steps[variant] = make_step(model, optimizers[variant], input_ids, device, precision)
-    times = bc.time_interleaved(steps, trials, max(1, warmup), device)  # warm-up also creates the AdamW state
+    # warm-up also creates the AdamW state and, with --compile, compiles: its time is kept apart from the trials
+    warmup_s = {}
+    for variant in variants:
+        warmup_s[variant] = sum(bc.timed(steps[variant], device) for _ in range(max(1, warmup)))
+    times = bc.time_interleaved(steps, trials, 0, device, deadline=deadline)
     rows = []
     for variant in variants:
         with bc.PeakMemory(device) as peak:
@@ -103,7 +111,8 @@ def measure_point(base: nn.Module, variants: list[str], batch: int, seq: int, de
         state = bc.model_state_bytes(models[variant], optimizers[variant])
         resident = state["weights"] + state["optimizer"]
         stats = bc.summarize(times[variant])
-        rows.append({"batch": batch, "seq_len": seq, "variant": variant, **stats,
+        rows.append({"batch": batch, "seq_len": seq, "variant": variant, **stats, "warmup_s": warmup_s[variant],
+                     "warmup_steps": max(1, warmup),
                      "tokens_per_s": batch * seq / (stats["median_ms"] / 1000), "seconds": times[variant],
                      "trainable_params": state["trainable_params"], "total_params": state["total_params"],
                      "weights_mib": bc.mib(state["weights"]), "weights_by_dtype_mib":
@@ -114,18 +123,36 @@ def measure_point(base: nn.Module, variants: list[str], batch: int, seq: int, de
     return rows
 
 
+def select(items: tuple, wanted: str | None, key, flag: str) -> tuple:
+    """The preset's ``items`` named in ``wanted`` (comma-separated; None: all), in the preset's order."""
+    if wanted is None:
+        return items
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = sorted(set(names) - {key(i) for i in items})
+    if unknown or not names:
+        raise SystemExit(f"{flag}: {unknown or '(empty)'} not in this size's preset; choices: "
+                         f"{', '.join(key(i) for i in items)}")
+    return tuple(i for i in items if key(i) in names)
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b in (None, 0) else a / b
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = bc.base_parser(__doc__.splitlines()[0])
+    parser = bc.base_parser(__doc__.splitlines()[0], sizes=tuple(PRESETS))
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="autocast dtype (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the preset's models (gpt2-medium, "
+                        "gpt2-large)")
+    parser.add_argument("--points", default=None, help="comma-separated BATCHxSEQ subset of the preset's points, "
+                        "e.g. 8x512")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--compile", action="store_true", help="torch.compile every variant (same treatment for all)")
     args = parser.parse_args(argv)
+    load_before = bc.load_average()
+    box = bc.TimeBox(args.time_limit)
     device = bc.setup(args)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")  # the issue's GPU setup; CPU: fp32
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -140,13 +167,19 @@ def main(argv: list[str] | None = None) -> dict:
     preset = PRESETS[args.size]
     trials = bc.positive(args.trials, "--trials") or preset["trials"]
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
-    rows = []
-    for model_name, overrides in preset["models"]:
+    models = select(preset["models"], args.models, lambda m: m[0], "--models")
+    points = select(preset["points"], args.points, lambda p: f"{p[0]}x{p[1]}", "--points")
+    rows, loops = [], len(models) * len(points)
+    for model_name, overrides in models:
         base = bc.build_causal_lm(model_name, overrides, seed=args.seed)
-        for batch, seq in preset["points"]:
-            for row in measure_point(base, variants, batch, seq, device, precision, trials, warmup, args.compile,
-                                     args.seed):
-                rows.append({"model": model_name + (" (shrunk)" if overrides else ""), **row})
+        for batch, seq in points:
+            point_rows = measure_point(base, variants, batch, seq, device, precision, trials, warmup, args.compile,
+                                       args.seed, deadline=box.share(loops))
+            loops -= 1
+            box.record(f"{model_name} {batch} x {seq}", min(r["n"] for r in point_rows), trials)
+            rows += [{"model": model_name + (" (shrunk)" if overrides else ""), **row} for row in point_rows]
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         del base
     by_key = {(r["model"], r["batch"], r["variant"]): r for r in rows}
     table = []
@@ -155,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
         peft = by_key.get((r["model"], r["batch"], "peft_lora"), {})
         table.append({"model": r["model"], "batch x seq": f"{r['batch']} x {r['seq_len']}", "variant": r["variant"],
                       "trainable": f"{r['trainable_params']:,}", "step ms (median)": bc.fmt(r["median_ms"], 1),
-                      "IQR ms": bc.fmt(r["iqr_ms"], 1), "tokens/s": bc.fmt(r["tokens_per_s"], 0),
+                      "IQR ms": bc.fmt(r["iqr_ms"], 1), "n": r["n"], "warm-up s": bc.fmt(r["warmup_s"], 1),
+                      "tokens/s": bc.fmt(r["tokens_per_s"], 0),
                       "x full FT": bc.fmt(ratio(r["tokens_per_s"], full.get("tokens_per_s"))),
                       "x peft": bc.fmt(ratio(r["tokens_per_s"], peft.get("tokens_per_s"))),
                       "peak MiB": bc.fmt(r["peak_mib"], 1), "weights+optim MiB":
@@ -176,14 +210,20 @@ def main(argv: list[str] | None = None) -> dict:
                           ("yes" if value >= target else "no")})
     settings = {"size": args.size, "precision": precision, "trials": trials, "warmup": warmup,
                 "variants": ",".join(variants), "lora": f"r={LORA['r']} alpha={LORA['alpha']} on c_attn",
-                "optimizer": "AdamW lr 1e-5", "compile": args.compile,
-                "models": "; ".join(f"{m} {o or '(paper size)'}" for m, o in preset["models"])}
+                "optimizer": "AdamW lr 1e-5", "compile": args.compile, "time_limit_s": args.time_limit,
+                "points": ",".join(f"{b}x{q}" for b, q in points),
+                "models": "; ".join(f"{m} {o or '(paper size)'}" for m, o in models)}
     notes += ["tokens/s = batch x seq / median step time; memory / full FT compares peaks at the same batch.",
               "Reference (issue 6, one H100, GPT-2 medium, batch 8, seq 512, bf16 autocast): full FT 52.6k tokens/s, "
               "15.5 GiB; peft LoRA 59.9k tokens/s, 11.9 GiB. The goals table compares ratios measured here.",
               "CPU peak memory is the process's resident set above the level before the step (weights and optimizer "
               "state added exactly); small steps can round to a few pages."]
-    if args.size != "full":
+    if args.compile:
+        notes.append("torch.compile: every variant is compiled the same way (default mode); the warm-up steps, which "
+                     "include compilation, are not timed (warmup_s in the JSON).")
+    if box.note():
+        notes.append(box.note())
+    if args.size not in ("full", "gpu"):
         notes.append("Reduced size: a shrunk GPT-2 (see settings), so ratios say how these implementations compare on "
                      "this machine at this size, not what the paper's GPT-2 medium/large on a GPU would show.")
     default_precision = "bf16" if device.type == "cuda" else "fp32"
@@ -195,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                             results={"rows": rows, "goals": goals, "reference": REFERENCE},
                             sections=[("Throughput and memory", bc.markdown_table(table)),
                                       ("Issue 6 goals, as measured in this run", bc.markdown_table(goals))],
-                            notes=notes)
+                            notes=notes, load_before=load_before)
     print(paths["markdown"].read_text())
     return {"rows": rows, "goals": goals, "paths": paths}
 

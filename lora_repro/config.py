@@ -43,3 +43,11 @@ def _composed_group(group: str, option: str):
     from omegaconf import OmegaConf
 
     return OmegaConf.create({group: OmegaConf.to_container(compose([f"{group}={option}"])[group])})
+
+
+@functools.cache
+def declared_settings(group: str, option: str | None = None) -> frozenset[str]:
+    """The setting names a config group declares: those of ``option``, or of every option of the group (its yaml
+    files) when None. What a job may set in that group; anything else is a typo."""
+    options = [option] if option else sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    return frozenset(key for name in options for key in _composed_group(group, name)[group].keys())

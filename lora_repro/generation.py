@@ -31,6 +31,7 @@ has one), ``{split}.jsonl`` (context, hypothesis, references) and ``{split}.metr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -229,6 +230,10 @@ def generate_texts(model, tokenizer, contexts: Sequence[str], settings: Decoding
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    # frozen weights stored in half precision (the fast path) need autocast, as in training: fp32 activations
+    # would meet bf16 weights in one matmul
+    half = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+    autocast = (torch.autocast(device.type, dtype=half.pop()) if len(half) == 1 else contextlib.nullcontext())
     starts = range(0, len(order), settings.batch_size)
     try:
         for start in tqdm(starts, desc=f"decoding {len(order)} inputs", unit="batch", disable=not progress):
@@ -239,8 +244,9 @@ def generate_texts(model, tokenizer, contexts: Sequence[str], settings: Decoding
             for row, i in enumerate(batch):
                 input_ids[row, width - len(prompts[i]):] = torch.as_tensor(prompts[i])
                 attention[row, width - len(prompts[i]):] = 1
-            generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                       **generate_kwargs(settings, tokens, width))
+            with autocast:
+                generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                           **generate_kwargs(settings, tokens, width))
             for row, i in enumerate(batch):
                 outputs[i] = clean_output(tokenizer, generated[row, width:].tolist(), tokens.eos)
     finally:

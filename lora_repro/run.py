@@ -187,7 +187,7 @@ def validate_settings(cfg: dict) -> None:
     max_steps = _setting(cfg, "trainer.max_steps")
     if max_steps is not None and not is_int(max_steps):
         raise UserError(f"trainer.max_steps={max_steps!r}: must be an integer (-1 or 0: train for trainer.epochs)")
-    check_method_keys(cfg["method"])
+    check_declared_settings(cfg)
     precision = _setting(cfg, "trainer.precision") or "fp32"
     if precision not in PRECISIONS:
         raise UserError(f"trainer.precision={precision!r}; choices: {', '.join(PRECISIONS)}")
@@ -198,22 +198,24 @@ def validate_settings(cfg: dict) -> None:
                         "(runs go under it; default $LORA_REPRO_RUNS or runs/)")
 
 
-def check_method_keys(method_cfg: dict) -> None:
-    """A method's settings are the keys its yaml declares (conf/method/NAME.yaml states each default once): any
-    other key is a typo that would be ignored, so it fails naming the valid ones."""
+def check_declared_settings(cfg: dict) -> None:
+    """The settings of each group are the keys its yaml files declare, each default stated once there: a key no
+    yaml declares is a typo that would be ignored, so it fails naming the valid ones. A method is held to its own
+    yaml (conf/method/NAME.yaml); task, trainer and model blocks to what any of their options declares."""
     from hydra.errors import MissingConfigException
 
-    from lora_repro.config import group_config
+    from lora_repro.config import declared_settings
 
-    get_method(method_cfg["name"])
-    try:
-        declared = group_config("method", method_cfg["name"])
-    except MissingConfigException:  # registered in code without a yaml: nothing declares its keys
-        return
-    unknown = sorted(set(method_cfg) - set(declared))
-    if unknown:
-        raise UserError(f"method {method_cfg['name']!r} has no setting {', '.join(unknown)}; its settings: "
-                        f"{', '.join(sorted(declared))}")
+    get_method(cfg["method"]["name"])
+    for group, option in (("method", cfg["method"]["name"]), ("task", None), ("trainer", None), ("model", None)):
+        try:
+            declared = declared_settings(group, option)
+        except MissingConfigException:  # a method registered in code without a yaml: nothing declares its keys
+            continue
+        unknown = sorted(set(cfg.get(group) or {}) - declared)
+        if unknown:
+            owner = f"method {option!r}" if option else group
+            raise UserError(f"{owner} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(declared))}")
 
 
 def prepare(cfg: dict):

@@ -94,11 +94,10 @@ def test_table1_adapter_bottleneck_hits_the_target():
     from benchmarks import table1_latency as t1
 
     overrides = t1.PRESETS["tiny"]["overrides"]
-    use_suite = t1.suite_has_adapters()
     for kind in ("adapter_l", "adapter_h"):
-        b = t1.bottleneck_for(20_000, kind, overrides, use_suite)
+        b = t1.bottleneck_for(20_000, kind, overrides)
         model = bc.build_causal_lm("gpt2-medium", overrides)
-        t1.apply_adapter(model, kind, b, use_suite)
+        t1.apply_adapter(model, kind, b)
         per_unit = 2 * overrides["n_embd"] * overrides["n_layer"] * (2 if kind == "adapter_h" else 1)
         assert abs(t1.adapter_params(model) - 20_000) <= per_unit
 
@@ -239,7 +238,7 @@ def test_fast_path_auto_changes_nothing_in_fp32_or_for_full_ft(tiny_gpt2):
 def test_fast_path_refuses_what_would_change_numerics(tiny_gpt2):
     from lora_repro.run import apply_fast_path
 
-    with pytest.raises(ValueError, match="full_ft trains them"):
+    with pytest.raises(ValueError, match="full_ft trains"):
         apply_fast_path(tiny_gpt2, fast_cfg("full_ft", precision="bf16", frozen_dtype="bf16"))
     with pytest.raises(ValueError, match="needs trainer.precision=bf16"):
         apply_fast_path(with_lora(tiny_gpt2), fast_cfg(precision="fp32", frozen_dtype="bf16"))
@@ -267,3 +266,67 @@ def test_merge_and_unload_gives_the_plain_architecture(tiny_gpt2):
         assert not list(lora_layers(plain))
         assert type(plain.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
         assert torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- stand-in speed and the GPU run, at tiny shapes
+
+def test_standin_speed_tiny(tmp_path):
+    from benchmarks import standin_speed as ss
+
+    out = ss.main(["--size", "tiny", "--out", str(tmp_path), "--rounds", "2"])
+    record, markdown = read_report(out["paths"])
+    pieces = record["results"]["pieces"]
+    assert set(pieces) == set(ss.PRESETS["tiny"]["pieces"])
+    for name, piece in pieces.items():
+        assert set(piece["stats"]) == set(ss.SIDES), name
+        for side, s in piece["stats"].items():
+            assert s["n"] >= 1 and positive_finite(s["median_ms"]) and positive_finite(s["items_per_s"])
+        assert piece["paired_ratio"]["n"] >= 1 and positive_finite(piece["paired_ratio"]["median"])
+        assert len(piece["load_before"]) == len(piece["load_after"]) == 3
+        # rounds alternate which side goes first
+        order = [u["side"] for u in piece["units"]]
+        assert order[:2] == list(ss.SIDES) and (len(order) < 4 or order[2:4] == list(ss.SIDES[::-1]))
+        if piece["kind"] == "train":
+            assert piece["settings"]["trainable"]["lora_repro"] == piece["settings"]["trainable"]["plain"]
+    assert "bfloat16" in pieces["train-smollm2-bf16"]["settings"]["frozen_dtypes_lora_repro"]
+    cpu = record["environment"]["cpu"]
+    assert set(cpu["flags_relevant_to_bf16"]) >= {"avx512_bf16", "amx_bf16"}
+    assert positive_finite(record["results"]["matmul_probe"]["bf16_over_fp32_time"])
+    assert record["environment"]["load_average_at_start_1_5_15min"]
+    for heading in ("Training steps per second", "Decoding MRs per second", "lora_repro vs plain: speed ratios",
+                    "fp32 vs bf16"):
+        assert table_rows(markdown, heading), heading
+    findings = markdown.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "native bf16" in findings and "load average" in findings
+    with pytest.raises(SystemExit, match="choices"):
+        ss.main(["--size", "tiny", "--out", str(tmp_path), "--pieces", "train-nothing"])
+
+
+def test_gpu_sh_at_tiny_shapes(tmp_path):
+    """benchmarks/gpu.sh runs every GPU piece at tiny shapes on a CPU and writes its reports; the torch.compile piece
+    is skipped on a CPU and the summary says so."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "LORA_REPRO_BENCH_SIZE": "tiny", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu.sh"), str(tmp_path)], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu_suite_gpu.json").read_text())
+    pieces = {p["piece"]: p for p in summary["results"]["pieces"]}
+    assert set(pieces) == {"table1_latency_gpu", "train_throughput_gpu", "train_throughput_compile_gpu"}
+    assert pieces["train_throughput_compile_gpu"]["status"].startswith("skipped: torch.compile")
+    assert "skipped: torch.compile" in (tmp_path / "gpu_suite_gpu.md").read_text()
+    for name in ("table1_latency_gpu", "train_throughput_gpu"):
+        assert pieces[name]["status"] == "ok" and positive_finite(pieces[name]["wall_s"])
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (tmp_path / f"{name}.md").is_file() and record["settings"]["time_limit_s"] > 0
+        rows = record["results"]["rows"]
+        assert rows and all(positive_finite(r["median_ms"]) and r["n"] >= 1 for r in rows)
+    train = json.loads((tmp_path / "train_throughput_gpu.json").read_text())["results"]["rows"]
+    assert all(positive_finite(r["tokens_per_s"]) and positive_finite(r["weights_mib"]) for r in train)
+    # tiny shapes need an output folder of their own: never the GPU reports' folder by default
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu.sh"), "--tiny"], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "output folder" in proc.stderr

@@ -386,6 +386,27 @@ def test_batched_left_padded_decoding_equals_one_at_a_time(tokenizer, style):
     assert batched == alone and all(batched)
 
 
+def test_decoding_a_model_with_bf16_frozen_weights_runs_under_autocast(tokenizer):
+    """The fast path stores frozen weights in bf16 for trainer.precision=bf16; decoding after such a training (or
+    before it, eval_before_training) must run where training did, under autocast, not fail on fp32 x bf16."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lora_repro.run import apply_fast_path
+
+    torch.manual_seed(0)
+    tokens = special_tokens(tokenizer)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         head_dim=8, eos_token_id=tokens.eos, pad_token_id=tokens.pad))
+    apply_method(model, {"name": "lora", "r": 2, "alpha": 4, "targets": ["q", "v"]})
+    cast = apply_fast_path(model, {"model": {"name": "tiny"}, "method": {"name": "lora"},
+                                   "trainer": {"precision": "bf16"}})
+    assert cast["cast_parameters"] > 0 and model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    settings = DecodingSettings(num_beams=2, max_new_tokens=4, batch_size=2)
+    outputs = generate_texts(model, tokenizer, ["the cat", "name : Aromi"], settings, progress=False)
+    assert len(outputs) == 2
+
+
 # ---------------------------------------------------------------- the experiments, smoke-sized
 @pytest.mark.parametrize("experiment, overrides", [
     ("table3_gpt2", []),

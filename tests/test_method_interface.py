@@ -71,6 +71,16 @@ def test_a_typo_in_a_method_setting_names_the_valid_ones(tmp_path):
     assert not any(tmp_path.rglob("results.json"))
 
 
+@pytest.mark.parametrize("override, message", [
+    ("+trainer.warmup_ratoi=0.1", r"trainer has no setting warmup_ratoi; its settings: .*warmup_ratio"),
+    ("+task.max_train_example=10", r"task has no setting max_train_example; its settings: .*max_train_examples"),
+])
+def test_a_typo_in_any_group_names_the_valid_settings(tmp_path, override, message):
+    cfg = to_dict(compose(["smoke=true", "data_source=local", f"output_root={tmp_path}", override]))
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+
+
 def test_generic_modules_name_no_method():
     """No function of the generic modules tests for a method's name (module-level data may: param_counts' notes
     on the paper's printed rows are keyed by the row's method)."""
