@@ -77,9 +77,8 @@ PRESETS = {
 }
 CPU_NOTE = ("A CPU benchmark by design (the stand-ins are this project's CPU models): no GPU was available or used.")
 AUTOCAST_DECODE_NOTE = (
-    "bf16 decoding: lora_repro.generation.generate_texts on a model whose frozen weights the fast path stored in bf16 "
-    "fails outside autocast (F.linear: float != BFloat16; what the suite's own decode after a bf16 LoRA run on a "
-    "generation task does today). Both sides are decoded here under torch.autocast(bf16), what a fix would do.")
+    "bf16 decoding: both sides decode under torch.autocast(bf16), as a plain user of bf16 weights would; the suite's "
+    "generate_texts also enters it by itself when the fast path stored the frozen weights in bf16.")
 
 
 # ---------------------------------------------------------------- models

@@ -187,7 +187,6 @@ def validate_settings(cfg: dict) -> None:
     max_steps = _setting(cfg, "trainer.max_steps")
     if max_steps is not None and not is_int(max_steps):
         raise UserError(f"trainer.max_steps={max_steps!r}: must be an integer (-1 or 0: train for trainer.epochs)")
-    check_declared_settings(cfg)
     precision = _setting(cfg, "trainer.precision") or "fp32"
     if precision not in PRECISIONS:
         raise UserError(f"trainer.precision={precision!r}; choices: {', '.join(PRECISIONS)}")
@@ -379,6 +378,7 @@ def run(cfg: DictConfig | dict) -> dict:
 
 def train_job(cfg: dict, job_log: "JobLog") -> dict:
     """config -> recipe -> validation -> model, method, data -> train and evaluate -> results.json."""
+    check_declared_settings(cfg)  # what was asked for, before the recipe adds its own keys (config_overrides)
     validate_settings(cfg)  # before the recipe: a typo'd number fails before anything is loaded
     cfg = job_config(cfg)
     validate_settings(cfg)  # and what the recipe filled in

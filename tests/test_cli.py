@@ -24,7 +24,7 @@ def results_files(tmp_path):
     (["task=nonexistent"], "Available options in 'task'"),
     (["method=nonexistent"], "Available options in 'method'"),
     (["model=nonexistent"], "Available options in 'model'"),
-    (["method.r=0", "smoke=true"], "method.r must be a positive integer"),
+    (["method.r=0", "smoke=true"], "method.r (the LoRA rank) must be a positive integer"),
     (["method.targets=[nonexistent_proj]", "smoke=true"], "matches no linear module"),
     (["data_dir=/nonexistent/data"], "data folder /nonexistent/data does not exist"),
 ])

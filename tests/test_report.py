@@ -169,3 +169,23 @@ def test_cli_prints_where_it_wrote_and_the_regeneration_command(tmp_path):
     assert [f"wrote {tmp_path / name}" for name in ("x.md", "x.csv", "x_runs.csv")] == done.stdout.splitlines()[-3:]
     text = (tmp_path / "x.md").read_text()
     assert "Provenance: synthetic." in text and f"--notes {notes}" in text.splitlines()[2]
+
+
+def test_the_quickstart_headline_computes_the_baseline_from_the_eval_labels():
+    """The closing table: the majority share of the eval labels the runs counted, each score's margin over it, the
+    report's reading of LoRA - full FT and the trainable shares, all from the records."""
+    from lora_repro.report.callback import headline
+
+    runs = [record("sst2", "lora", 0, 82.0), record("sst2", "full_ft", 0, 83.6)]
+    for run, trainable in zip(runs, (73_728, 22_713_216)):
+        run["eval_label_counts"] = {"validation": {"1": 444, "0": 428}}
+        run["parameters"] = {"trainable_without_head": trainable, "total": 22_787_714}
+    text = headline(runs)
+    assert "majority class 1: 444 of 872 validation examples" in text and "| 50.9 " in text
+    assert "83.6 (+32.7) n=1" in text and "82.0 (+31.1) n=1" in text
+    assert "gap -1.6 points, within 1.5: no" in text and "lora 73,728 of 22,787,714 = 0.32%" in text
+    assert "at least 10 points above the baseline): met." in text
+    runs[0]["best"]["metrics"]["accuracy"] = 81.0  # 2.6 behind: the target is not met
+    assert "at least 10 points above the baseline): not met." in headline(runs)
+    runs[0]["eval_label_counts"] = runs[1]["eval_label_counts"] = {}
+    assert "recorded no eval label counts" in headline(runs)  # never a number it could not compute

@@ -3,6 +3,7 @@ the task's metrics at every evaluation. The Trainer's own evaluation is the fina
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 from lora_repro.training import TrainingPlan
 
@@ -36,4 +37,7 @@ def training_plan(cfg: dict, spec, splits: dict, tokenizer, model, run_dir) -> T
         # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
         # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
         arguments={"average_tokens_across_devices": False},
+        # the eval labels' counts: what a constant prediction would score, for the report's baseline
+        details={"eval_label_counts": {s: dict(Counter(str(label) for label in splits[s]["label"]))
+                                       for s in spec.eval_splits} if spec.kind == "classification" else {}},
         n_examples={k: len(v) for k, v in encoded.items()})
