@@ -346,9 +346,9 @@ def _spread(seeds: dict) -> str:
 def _arm_text(arm) -> str:
     model = arm.model + (f" (stand-in for {arm.stand_in_for})" if arm.stand_in_for else "")
     data = []
-    if arm.train_examples:
+    if pd.notna(arm.train_examples) and arm.train_examples:  # NaN: a record that did not say
         data.append(f"train {int(arm.train_examples)}")
-    if arm.eval_examples:
+    if pd.notna(arm.eval_examples) and arm.eval_examples:
         data.append(f"eval {int(arm.eval_examples)}")
     return f"{arm.experiment} · {model} · {arm.task} ({', '.join(data) or 'data size not recorded'}) · {arm.metric}"
 

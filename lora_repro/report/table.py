@@ -301,7 +301,11 @@ def comparisons(summary: pd.DataFrame, method: str = "lora", baselines: list[str
     if summary.empty:
         return pd.DataFrame()
     rows = []
-    for (model, task), group in summary.groupby(["model", "task"], sort=True):
+    # runs on different amounts of training data (Table 16) are compared only within one amount
+    sizes = summary.train_examples if "train_examples" in summary else pd.Series(None, index=summary.index)
+    several = sizes.groupby([summary.model, summary.task]).nunique().max() > 1
+    for (model, task, size), group in summary.assign(size=sizes).groupby(["model", "task", "size"], sort=True,
+                                                                          dropna=False):
         ours = group[group.method == method]
         others = group[group.method != method] if baselines is None else group[group.method.isin(baselines)]
         for a in ours.itertuples():
@@ -310,7 +314,8 @@ def comparisons(summary: pd.DataFrame, method: str = "lora", baselines: list[str
                 paper_gap = a.paper - b.paper if pd.notna(a.paper) and pd.notna(b.paper) else None
                 reading = read_pair(seed_values(a), seed_values(b), gap, bool(a.at_baseline and b.at_baseline))
                 order = reading["order"].replace("A ahead", f"{a.row} ahead").replace("B ahead", f"{b.row} ahead")
-                rows.append({"model": model, "task": task, "metric": a.metric, "A": a.row, "B": b.row,
+                rows.append({"model": model, "task": task, **({"train examples": size} if several else {}),
+                             "metric": a.metric, "A": a.row, "B": b.row,
                              "A value": round(a.best_agg, 2), "B value": round(b.best_agg, 2),
                              "aggregate": a.aggregate if a.aggregate == b.aggregate else f"{a.aggregate}/{b.aggregate}",
                              "gap": round(gap, 2), "within_1.5": reading["within_1.5"],
