@@ -10,7 +10,6 @@ import random
 
 SMOKE_TRAIN, SMOKE_EVAL = 32, 16
 SMOKE_MAX_EPOCHS = 2  # a paper recipe's 30 epochs would make a table's smoke sweep take minutes
-SMOKE_MAX_STEPS = 4  # 2 epochs of SMOKE_TRAIN examples at batch 16
 _TINY = {  # config attribute -> tiny value, set where the config has the attribute
     "num_hidden_layers": 2, "n_layer": 2, "hidden_size": 32, "n_embd": 32, "num_attention_heads": 2, "n_head": 2,
     "intermediate_size": 64, "n_inner": 64, "num_key_value_heads": 1, "head_dim": 16, "pooler_hidden_size": 32,
@@ -20,16 +19,13 @@ _WORDS = "the a movie film good bad great awful man woman dog cat runs sees is n
 
 
 def limit_schedule(cfg: dict) -> dict:
-    """At most SMOKE_MAX_EPOCHS epochs (each a couple of steps on SMOKE_TRAIN examples) or SMOKE_MAX_STEPS steps, and fp16 (a GPU recipe,
+    """At most SMOKE_MAX_EPOCHS epochs (each a couple of steps on SMOKE_TRAIN examples), and fp16 (a GPU recipe,
     e.g. DeBERTa's released scripts) as fp32 on a machine without a GPU; recorded in the config."""
     import torch
 
     trainer = cfg["trainer"]
     if isinstance(trainer.get("epochs"), (int, float)) and trainer["epochs"] > SMOKE_MAX_EPOCHS:
         trainer["epochs"] = SMOKE_MAX_EPOCHS
-    max_steps = trainer.get("max_steps")
-    if isinstance(max_steps, int) and max_steps > SMOKE_MAX_STEPS:  # a step budget (Table 16) as short as the epochs
-        trainer["max_steps"] = SMOKE_MAX_STEPS
     if trainer.get("precision") == "fp16" and not torch.cuda.is_available():
         trainer["precision"] = "fp32"
     return cfg
