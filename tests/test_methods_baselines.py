@@ -12,7 +12,7 @@ from torch import nn
 
 from lora_repro.methods import apply_method
 from lora_repro.methods.common import is_head, load_method_weights, parameter_counts, save_method_weights
-from lora_repro.methods.prefix import Insertion, PrefixTokens, check_input_room, context_length
+from lora_repro.methods.prefix import Insertion, PrefixTokens, context_length
 from lora_repro.methods import get_method
 from lora_repro.methods.adapters import adapter_formula
 
@@ -392,9 +392,9 @@ def test_prefix_context_limits():
     apply_method(model, {"name": "prefix_embed", "l_p": 10, "l_i": 4})
     with pytest.raises(ValueError, match="trainer.max_seq_len <= 50"):
         model(input_ids=torch.randint(5, VOCAB, (1, 60)))
-    check_input_room(model, 50)  # run.prepare: fails before training when the longest input leaves no room
+    model.bert.prefix_embed.check_input_room(50)  # run.prepare asks every module that has it, before training
     with pytest.raises(ValueError, match="trainer.max_seq_len=51 .* <= 50"):
-        check_input_room(model, 51)
+        model.bert.prefix_embed.check_input_room(51)
     with pytest.raises(NotImplementedError, match="pools the last non-padding token"):
         apply_method(tiny("gpt2", causal=False), {"name": "prefix_embed", "l_p": 2, "l_i": 0})
     with pytest.raises(ValueError, match="already has prefix tokens"):

@@ -262,13 +262,6 @@ def _capture(store: dict, index: int):
     return hook
 
 
-def check_input_room(model: nn.Module, max_input_len: int | None) -> None:
-    """The longest input plus the special tokens must fit the model (checked before training)."""
-    for module in model.modules():
-        if isinstance(module, PrefixTokens):
-            module.check_input_room(max_input_len)
-
-
 def _check_lengths(cfg: dict, n_ctx: int) -> tuple[int, int]:
     n_prefix, n_infix = cfg.get("l_p", 0), cfg.get("l_i", 0)
     for key, value in (("l_p", n_prefix), ("l_i", n_infix)):
