@@ -250,6 +250,7 @@ def decode_piece(workload: str, precision: str, spec: dict, smoke: bool, device:
             "data": data["source"], "decoding": {**yaml_settings.__dict__, "batch_size (MRs per call here)":
                                                  spec["mrs"]},
             "max_prompt_len": max_prompt_len, "lora": f"r={cfg['method']['r']} on {modules}, B = 0 (untrained)",
+            "lora_repro decodes with LoRA merged into W0": settings.merge_weights, "plain side": "peft, unmerged",
             "frozen_dtypes_lora_repro": sorted({str(p.dtype).removeprefix("torch.") for p in suite.parameters()
                                                 if not p.requires_grad}),
             "identical_outputs": None if smoke else {"same": same, "of": total},

@@ -220,7 +220,9 @@ def check_declared_settings(cfg: dict) -> None:
 def prepare(cfg: dict):
     """Everything that can fail on bad input, before anything is written: task, method, data, model."""
     spec = get_task(cfg["task"]["name"])
-    get_method(cfg["method"]["name"]).validate(cfg["method"])
+    method = get_method(cfg["method"]["name"])
+    method.validate(cfg["method"])
+    kind = method.model_kind or spec.kind  # a prompting method scores with the LM head on a classification task
     if cfg.get("data_dir") and not Path(cfg["data_dir"]).is_dir():
         raise MissingInputError(f"data folder {cfg['data_dir']} does not exist (set by data_dir or $LORA_REPRO_DATA)")
     smoke = cfg.get("smoke", False)
@@ -230,11 +232,13 @@ def prepare(cfg: dict):
 
         splits, data = load_splits(spec, cfg, smoke)
         texts = [t for ds in splits.values() for f in spec.text_fields for t in ds[f]]
-        tokenizer = sm.train_tokenizer(texts, decoder=spec.kind == "generation")
+        prompt = spec.extra.get("prompt") or {}  # the task's prompt words are text to know as well (few-shot)
+        texts += [prompt.get("template", ""), *prompt.get("label_words", [])]
+        tokenizer = sm.train_tokenizer(texts, decoder=kind == "generation")
         config = sm.shrink_config(load_config(cfg["model"], source), len(tokenizer), sm.special_token_ids(tokenizer))
-        model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, config=config, source=source, random_init=True)
+        model, _ = load_model(cfg["model"], kind, spec.num_labels, config=config, source=source, random_init=True)
     else:  # the model first: a missing model is reported before minutes of data loading
-        model, _ = load_model(cfg["model"], spec.kind, spec.num_labels, source=source)
+        model, _ = load_model(cfg["model"], kind, spec.num_labels, source=source)
         tokenizer = load_tokenizer(source)
         splits, data = load_splits(spec, cfg, smoke)
     if spec.kind == "generation":  # decoding settings checked; separator/EOS/pad agree for tokenizer and model
@@ -416,7 +420,8 @@ def train_job(cfg: dict, job_log: "JobLog") -> dict:
     try:  # the wandb run is finished whatever happens (exit code 1 unless the job completed)
         try:
             tracker = start_tracking(cfg, run_dir, {"config_id": record["config_id"]}, main_process=main)
-            outcome = train_and_evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
+            evaluate = get_method(cfg["method"]["name"]).evaluate or train_and_evaluate
+            outcome = evaluate(cfg, spec, splits, tokenizer, model, run_dir, tracker)
         except BaseException as error:
             record.update(status="failed", error=f"{type(error).__name__}: {error}", wall_time_s=time.time() - start)
             if main:

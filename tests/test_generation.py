@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import REPO
 from lora_repro.generation import (CausalLMCollator, DecodingSettings, GeneratedNoRepeatNGram, IGNORE_INDEX,
                                    encode_pairs, generate_texts, special_tokens, training_dataset, write_references)
+from lora_repro.errors import UserError
 from lora_repro.methods import apply_method
 from lora_repro.methods.lora import inject_lora, lora_layers, merge_lora, unmerge_lora
 from lora_repro.methods.lora_layer import LoRAFusedLinear, LoRALinear
@@ -405,6 +406,47 @@ def test_decoding_a_model_with_bf16_frozen_weights_runs_under_autocast(tokenizer
     settings = DecodingSettings(num_beams=2, max_new_tokens=4, batch_size=2)
     outputs = generate_texts(model, tokenizer, ["the cat", "name : Aromi"], settings, progress=False)
     assert len(outputs) == 2
+
+
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 2, "alpha": 4, "targets": ["q", "v"]},
+                                    {"name": "dora", "r": 2, "alpha": 4, "targets": ["q", "v"]}])
+def test_decoding_merges_each_update_and_restores_the_weights_bit_for_bit(tokenizer, method):
+    """Decoding folds LoRA's BA (DoRA's update) into W0, with the outputs of the unmerged model, and leaves every
+    tensor exactly as it was: a run that decodes at every epoch trains on the same W0 afterwards."""
+    from lora_repro.generation import merged_while_decoding
+
+    torch.manual_seed(0)
+    tokens = special_tokens(tokenizer)
+    model = tiny_llama_for(tokenizer, tokens)
+    apply_method(model, method)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # a trained-looking update, so merging changes W
+            torch.nn.init.normal_(p, std=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = [m for m in model.modules() if hasattr(m, "merged")]
+    with merged_while_decoding(model) as n:
+        assert n == len(layers) > 0 and all(m.merged for m in layers)
+        assert any(not torch.equal(model.state_dict()[k], before[k]) for k in before)
+    assert not any(m.merged for m in layers)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    contexts = ["name : Aromi | Type : pub", "the cat", "the cat sat on a mat near Aromi Aromi"]
+    settings = DecodingSettings(num_beams=3, length_penalty=0.8, no_repeat_ngram_size=2, max_new_tokens=6,
+                                batch_size=3)
+    merged = generate_texts(model, tokenizer, contexts, settings, progress=False)
+    plain = generate_texts(model, tokenizer, contexts, DecodingSettings(**{**settings.__dict__, "merge_weights": False}),
+                           progress=False)
+    assert merged == plain and any(merged)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(UserError, match="merge_weights must be true or false"):
+        DecodingSettings.from_cfg({"merge_weights": "yes"})
+
+
+def tiny_llama_for(tokenizer, tokens):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                        eos_token_id=tokens.eos, pad_token_id=tokens.pad)).eval()
 
 
 # ---------------------------------------------------------------- the experiments, smoke-sized

@@ -189,3 +189,31 @@ def test_the_quickstart_headline_computes_the_baseline_from_the_eval_labels():
     assert "at least 10 points above the baseline): not met." in headline(runs)
     runs[0]["eval_label_counts"] = runs[1]["eval_label_counts"] = {}
     assert "recorded no eval label counts" in headline(runs)  # never a number it could not compute
+
+
+def with_precision(rec: dict, precision: str) -> dict:
+    rec["config"]["trainer"]["precision"] = precision
+    return rec
+
+
+def test_settings_that_differ_only_in_precision_pair_up_with_the_equivalence_rule():
+    from lora_repro.report.table import pivot_markdown, precision_pairs
+
+    fp32 = [with_precision(record("sst2", "lora", s, 81.0 + s), "fp32") for s in range(3)]
+    close = [with_precision(record("sst2", "lora", s, 81.2 + s), "bf16") for s in range(3)]
+    far = [with_precision(record("sst2", "lora", s, 75.0 + s, lr=1e-3), "bf16") for s in range(3)]
+    other_lr = [with_precision(record("sst2", "lora", s, 75.0 + s, lr=1e-3), "fp32") for s in range(3)]
+    pairs = precision_pairs(frame(fp32 + close))
+    assert len(pairs) == 1 and pairs.iloc[0]["A"] == "bf16" and pairs.iloc[0]["B"] == "fp32"
+    verdict = pairs.iloc[0].filter(like="paired").iloc[0]
+    assert verdict.startswith("holds") and "n=3 seeds" in verdict
+    # another learning rate is another setting: bf16 at lr 1e-3 pairs with fp32 at lr 1e-3 only
+    pairs = precision_pairs(frame(fp32 + far + other_lr))
+    assert len(pairs) == 1 and pairs.iloc[0]["gap"] == pytest.approx(0.0)
+    assert precision_pairs(frame(fp32 + other_lr)).empty  # one precision: nothing to pair
+    lost = [with_precision(record("sst2", "lora", s, 70.0 + s), "bf16") for s in range(3)]
+    assert precision_pairs(frame(fp32 + lost)).iloc[0].filter(like="paired").iloc[0].startswith("does not hold")
+    two = precision_pairs(frame(fp32[:2] + close[:2])).iloc[0].filter(like="paired").iloc[0]
+    assert two.startswith("inconclusive")
+    table = pivot_markdown(frame(fp32 + close))  # every row says its precision
+    assert "precision" in table.splitlines()[0] and "bf16" in table and "fp32" in table

@@ -45,6 +45,10 @@ class Method:
     from_printed  (printed row config, method cfg) -> settings from a paper row's printed configuration (Tables 4,
                   15: r_q/r_v, l_p/l_i, r), {} when the method has none to read, None when the row lacks them.
     recipe_keys   method setting -> Appendix D hyperparameter that fills it when the yaml leaves it null.
+    model_kind    the model head the method needs when it is not the task's: "generation" (the LM head) for a method
+                  that prompts the model; None: the task's (a classification head for GLUE).
+    evaluate      replaces the training loop for a method that trains nothing (in-context prompting): the
+                  signature and outcome of ``lora_repro.training.train_and_evaluate``; None: the training loop.
     """
 
     name: str
@@ -55,6 +59,8 @@ class Method:
     size_knob: tuple[str, Callable[[dict, int], dict]] | None = None
     from_printed: Callable[[dict, dict], dict | None] = _no_settings
     recipe_keys: Mapping[str, str] = field(default_factory=dict)
+    model_kind: str | None = None
+    evaluate: Callable | None = None
 
 
 _METHODS: dict[str, Method] = {}

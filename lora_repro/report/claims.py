@@ -77,6 +77,7 @@ TESTS = {  # test: (what holds means, when it holds, when it does not hold), on 
     "at_most": ("{a} <= {b} + {m}", lambda lo, hi, m: hi <= m, lambda lo, hi, m: lo > m),
     "above": ("{a} > {b} + {m}", lambda lo, hi, m: lo > m, lambda lo, hi, m: hi <= m),
     "below": ("{a} < {b} - {m}", lambda lo, hi, m: hi < -m, lambda lo, hi, m: lo >= -m),
+    "within": ("|{a} - {b}| <= {m}", lambda lo, hi, m: -m <= lo and hi <= m, lambda lo, hi, m: lo > m or hi < -m),
 }
 
 

@@ -91,13 +91,21 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "error": r.get("error"), "run_dir": r.get("run_dir"),
             "train_examples": ((r.get("data") or {}).get("n_examples") or {}).get("train"),
             "method_settings": _method_settings(cfg),
+            "precision": ((cfg.get("trainer") or {}).get("precision") or "fp32") if cfg else None,
+            "setting_but_precision": rs.setting_id(_without_precision(cfg)) if cfg else None,
         })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 RUN_COLUMNS = ["experiment", "table", "model", "stand_in_for", "task", "method", "label", "config_id", "setting_id",
                "seed", "status", "smoke", "metric", "best", "best_epoch", "last", "trainable_params", "head_params",
-               "eval_examples", "error", "run_dir", "train_examples", "method_settings"]
+               "eval_examples", "error", "run_dir", "train_examples", "method_settings", "precision",
+               "setting_but_precision"]
+
+
+def _without_precision(cfg: dict) -> dict:
+    """The config without trainer.precision: runs whose settings differ only there pair up (bf16 vs fp32)."""
+    return {**cfg, "trainer": {k: v for k, v in (cfg.get("trainer") or {}).items() if k != "precision"}}
 
 
 def _method_settings(cfg: dict) -> str | None:
@@ -189,7 +197,10 @@ def summary_frame(runs: pd.DataFrame) -> pd.DataFrame:
             eval_examples=group.eval_examples.max() if "eval_examples" in group else None,
             train_examples=group.train_examples.max() if "train_examples" in group else None,
             method_settings=group.method_settings.dropna().iloc[0]
-            if "method_settings" in group and group.method_settings.notna().any() else None)
+            if "method_settings" in group and group.method_settings.notna().any() else None,
+            precision=group.precision.dropna().iloc[0] if group.precision.notna().any() else "not recorded",
+            setting_but_precision=group.setting_but_precision.dropna().iloc[0]
+            if group.setting_but_precision.notna().any() else None)
         row["at_baseline"] = at_constant_baseline(row["task"], row["metric"], value, row["eval_examples"])
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -251,7 +262,8 @@ def pivot_markdown(summary: pd.DataFrame) -> str:
     tasks = [t for t in TASK_ORDER if t in set(cells.task)] + sorted(set(cells.task) - set(TASK_ORDER))
     table = cells.set_index(["model", "row", "task"]).cell.unstack("task").reindex(columns=tasks).fillna("")
     params = cells.groupby(["model", "row"]).trainable_params.max().rename("trainable (no head)")
-    table = table.join(params).reset_index().rename(columns={"row": "label"})
+    precision = cells.groupby(["model", "row"]).precision.agg(lambda p: "/".join(sorted(set(map(str, p)))))
+    table = table.join(params).join(precision).reset_index().rename(columns={"row": "label"})
     return table.to_markdown(index=False) + "\n"
 
 
@@ -325,6 +337,31 @@ def comparisons(summary: pd.DataFrame, method: str = "lora", baselines: list[str
     return pd.DataFrame(rows)
 
 
+def precision_pairs(summary: pd.DataFrame) -> pd.DataFrame:
+    """Settings that differ only in ``trainer.precision`` (bf16 or fp16 against fp32), paired by seed: the report's
+    readings and the equivalence rule of the claims ledger (mean(A - B) ± 2 SE within ±WITHIN points, n >= 3)."""
+    from lora_repro.report.claims import paired_rule
+
+    if summary.empty or "setting_but_precision" not in summary:
+        return pd.DataFrame()
+    rows = []
+    for _, group in summary.dropna(subset=["setting_but_precision"]).groupby(["setting_but_precision", "metric"]):
+        reference = group[group.precision == "fp32"]
+        for a in group[group.precision != "fp32"].itertuples():
+            for b in reference.itertuples():
+                a_seeds, b_seeds = seed_values(a), seed_values(b)
+                reading = read_pair(a_seeds, b_seeds, a.best_agg - b.best_agg, bool(a.at_baseline and b.at_baseline))
+                rule = paired_rule(a_seeds, b_seeds, test="within", margin=WITHIN, min_n=3,
+                                   names=(a.precision, b.precision))
+                rows.append({"model": a.model, "task": a.task, "method": a.row, "metric": a.metric,
+                             "A": a.precision, "B": b.precision, "A value": round(a.best_agg, 2),
+                             "B value": round(b.best_agg, 2), "gap": round(a.best_agg - b.best_agg, 2),
+                             "seeds within 1.5": reading["paired_within"], "order": reading["order"],
+                             f"|A - B| <= {WITHIN} (paired, ± 2 SE)": f"{rule.verdict}: {rule.reason}",
+                             "seeds": f"{a.seeds} / {b.seeds}"})
+    return pd.DataFrame(rows)
+
+
 def missing_markdown(runs: pd.DataFrame) -> str:
     bad = runs[runs.status != "complete"]
     if bad.empty:
@@ -383,6 +420,14 @@ def write_report(paths: list[str], out: str | os.PathLike, title: str | None = N
     if not others.empty:
         parts += ["\n## LoRA against every other method, per task\n",
                   "Same rules; A = LoRA, gap = A - B.\n", others.to_markdown(index=False) + "\n"]
+    precisions = precision_pairs(summary)
+    if not precisions.empty:
+        parts += ["\n## The same setting in two precisions\n",
+                  f"Settings that differ only in `trainer.precision`, paired by seed. The last column is the claims "
+                  f"ledger's equivalence rule (lora_repro/report/claims.py): the interval mean(A - B) ± 2 SE over the "
+                  f"shared seeds lies within ±{WITHIN} points -> holds; wholly outside -> does not hold; else "
+                  f"inconclusive; fewer than 3 seeds -> inconclusive. Same readings as above otherwise.\n",
+                  precisions.to_markdown(index=False) + "\n"]
     missing = missing_markdown(runs)
     if missing:
         parts += ["\n## Missing or failed runs\n", missing]

@@ -25,6 +25,13 @@ def primary_key(spec) -> str:
     return f"{spec.eval_splits[0]}_{spec.primary_metric}" if len(spec.eval_splits) > 1 else spec.primary_metric
 
 
+def eval_label_counts(spec, splits: dict) -> dict:
+    """The eval labels' counts: what a constant prediction would score, for the report's baseline."""
+    if spec.kind != "classification":
+        return {}
+    return {s: dict(Counter(str(label) for label in splits[s]["label"])) for s in spec.eval_splits}
+
+
 def training_plan(cfg: dict, spec, splits: dict, tokenizer, model, run_dir) -> TrainingPlan:
     from transformers import DataCollatorWithPadding
 
@@ -37,7 +44,5 @@ def training_plan(cfg: dict, spec, splits: dict, tokenizer, model, run_dir) -> T
         # The Trainer multiplies the loss by the number of processes, expecting the model to divide by the global
         # token count; classification heads take a plain mean, so under DDP the loss (and gradient) would double.
         arguments={"average_tokens_across_devices": False},
-        # the eval labels' counts: what a constant prediction would score, for the report's baseline
-        details={"eval_label_counts": {s: dict(Counter(str(label) for label in splits[s]["label"]))
-                                       for s in spec.eval_splits} if spec.kind == "classification" else {}},
+        details={"eval_label_counts": eval_label_counts(spec, splits)},
         n_examples={k: len(v) for k, v in encoded.items()})

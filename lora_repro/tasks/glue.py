@@ -48,6 +48,15 @@ _GLUE: dict[str, tuple[GlueFormat, tuple[str, ...], str, tuple[str, ...]]] = {
              ("premise", "hypothesis"), "classification", ("accuracy",)),
 }
 _EVAL_SPLITS = {"mnli": ("validation_matched", "validation_mismatched")}
+# In-context prompts (method=few_shot, Table 8): a demonstration is the template filled from the row, then its label's
+# word (by label id; the first token of each word is scored). RTE and MNLI follow GPT-3's formats (Brown et al. 2020,
+# Appendix G). method.template / method.label_words override them.
+_PROMPTS = {
+    "sst2": {"template": "Review: {sentence}\nSentiment:", "label_words": [" negative", " positive"]},
+    "rte": {"template": "{sentence1}\nquestion: {sentence2} True or False?\nanswer:", "label_words": [" True", " False"]},
+    "mnli": {"template": "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:",
+             "label_words": [" True", " Neither", " False"]},
+}
 
 
 def pearson(predictions, labels) -> float:
@@ -162,4 +171,4 @@ for _name, (_fmt, _fields, _kind, _metrics) in _GLUE.items():
         name=_name, kind=_kind, text_fields=_fields, metrics=_metrics, train_split="train",
         eval_splits=_EVAL_SPLITS.get(_name, ("validation",)), load=make_loader(_name, _fmt),
         score=scorer(_metrics, _kind), num_labels=1 if _kind == "regression" else len(_fmt.labels or {0: 0, 1: 1}),
-        family="glue"))
+        family="glue", extra={"prompt": _PROMPTS[_name]} if _name in _PROMPTS else {}))
