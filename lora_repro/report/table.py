@@ -205,9 +205,12 @@ def summary_frame(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary["paper"] = [_paper(row) for row in summary.itertuples()]
-    # settings that share a model, label and task (e.g. two ranks both labelled lora) get their setting id shown
+    # settings that share a model, label and task get their precision shown where that tells them apart (lora bf16),
+    # else their setting id (two ranks both labelled lora)
     clash = summary.duplicated(["model", "label", "task"], keep=False)
-    summary["row"] = [f"{r.label} [{r.setting_id}]" if c else r.label for r, c in zip(summary.itertuples(), clash)]
+    summary["row"] = [f"{r.label} {r.precision}" if c else r.label for r, c in zip(summary.itertuples(), clash)]
+    clash = summary.duplicated(["model", "row", "task"], keep=False)
+    summary["row"] = [f"{r.label} [{r.setting_id}]" if c else r.row for r, c in zip(summary.itertuples(), clash)]
     return summary
 
 
