@@ -222,7 +222,6 @@ def clean_output(tokenizer, ids: Sequence[int], eos: int) -> str:
     return " ".join(tokenizer.decode(ids, skip_special_tokens=True).split())
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def merged_while_decoding(model, enabled: bool = True):
     """Modules that can fold their update into the weight they wrap (a ``merge``/``unmerge`` pair and a ``merged``
@@ -243,6 +242,7 @@ def merged_while_decoding(model, enabled: bool = True):
             module.merged = False
 
 
+@torch.no_grad()
 def generate_texts(model, tokenizer, contexts: Sequence[str], settings: DecodingSettings,
                    max_prompt_len: int = 512, progress: bool = True) -> list[str]:
     """Batched, left-padded beam search; outputs in the order of ``contexts`` (a progress bar per batch)."""
