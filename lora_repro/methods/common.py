@@ -128,3 +128,19 @@ def copy_into_parameters(own: dict[str, nn.Parameter], state: dict[str, torch.Te
                 raise UserError(f"checkpoint {source}: {name} has shape {tuple(tensor.shape)}, the model "
                                  f"{tuple(own[name].shape)}")
             own[name].copy_(tensor)
+
+
+def find_cache(values: dict):
+    """The transformers key/value Cache among a call's keyword arguments or a model output, whatever its name
+    (transformers <= 5.23: ``past_key_values``, 5.24: ``cache``); None when there is none."""
+    from transformers.cache_utils import Cache
+
+    return next((value for value in values.values() if isinstance(value, Cache)), None)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword the model's forward takes its cache under: ``cache`` from transformers 5.24 (the old
+    ``past_key_values`` warns until 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -11,7 +11,6 @@ example together (``tests/test_few_shot.py``), at the cost of the example's toke
 """
 from __future__ import annotations
 
-import inspect
 import random
 import time
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from lora_repro.errors import UserError
 from lora_repro.methods import register_method
-from lora_repro.methods.common import freeze
+from lora_repro.methods.common import cache_keyword, find_cache, freeze
 
 
 def _validate(cfg: dict) -> None:
@@ -77,14 +76,9 @@ def label_logits(model, prefix_ids: torch.Tensor, queries: list[torch.Tensor], w
     computed once and cropped back to it after every query."""
     from tqdm.auto import tqdm
 
-    from transformers import Cache
-
     model.eval()
-    # the cache's keyword and output field: past_key_values up to transformers 5.23, cache from 5.24 (the old name
-    # warns until 5.40); found by signature and by type, as prefix tuning finds it
-    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    output = model(prefix_ids[None], use_cache=True)
-    cache = next(value for value in output.values() if isinstance(value, Cache))
+    keyword = cache_keyword(model)
+    cache = find_cache(model(prefix_ids[None], use_cache=True))
     rows = []
     for query in tqdm(queries, desc="few-shot prompts", disable=not progress):
         logits = model(query[None], use_cache=True, **{keyword: cache}).logits[0, -1]

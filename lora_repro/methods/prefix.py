@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from lora_repro.methods import register_method
-from lora_repro.methods.common import freeze
+from lora_repro.methods.common import find_cache, freeze
 from lora_repro.methods.ft_top2 import transformer_blocks
 from lora_repro.models.families import Family
 from lora_repro.errors import UnsupportedError, UserError
@@ -98,14 +98,6 @@ class Insertion:
         return full.gather(1, index)
 
 
-def _cache_of(kwargs: dict):
-    """The key/value cache the model was handed, whatever keyword it came under (transformers <= 5.23 passes
-    ``past_key_values``, 5.24 ``cache``): the one value that is a transformers Cache."""
-    from transformers.cache_utils import Cache
-
-    return next((value for value in kwargs.values() if isinstance(value, Cache)), None)
-
-
 def _first_true(mask: torch.Tensor) -> torch.Tensor:
     return mask.to(torch.int8).argmax(dim=1)
 
@@ -158,7 +150,7 @@ class PrefixTokens(nn.Module):
         if args:  # every Hugging Face model takes input_ids first
             kwargs = {"input_ids": args[0], **kwargs}
             args = ()
-        cache = _cache_of(kwargs)
+        cache = find_cache(kwargs)
         if cache is not None and cache.get_seq_length() > 0:
             return args, self._cached_step(kwargs)
         ids, embeds = kwargs.pop("input_ids", None), kwargs.pop("inputs_embeds", None)
